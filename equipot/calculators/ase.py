@@ -1,0 +1,128 @@
+"""EquiCalc: an ASE calculator around a :class:`~equipot.potentials.Potential`."""
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from ..graph import AtomicGraph
+from ..neighbors import VerletList
+from ..potentials.base import Potential, load_model
+
+
+class ExtrapolationWarning(UserWarning):
+    """Atoms came closer than any pair the model saw in training."""
+
+
+def check_atoms(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
+    """Raise ValueError for positions that are not finite or a periodic cell without volume."""
+    bad = ~np.isfinite(positions).all(axis=1)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"atom {k} has a non-finite position {positions[k].tolist()}")
+    if not np.isfinite(cell).all():
+        raise ValueError("the cell has non-finite entries")
+    if pbc.any():
+        if pbc.all():
+            volume = abs(np.linalg.det(cell))
+            if volume < 1e-6:
+                raise ValueError(f"periodic cell has zero volume ({volume:.3g} Å^3)")
+        for k in np.flatnonzero(pbc):
+            if np.linalg.norm(cell[k]) < 1e-6:
+                raise ValueError(f"cell vector {k} is zero along a periodic direction")
+
+
+class EquiCalc(Calculator):
+    """ASE calculator for equipot models.
+
+    Args:
+        model: a :class:`Potential` or the path of a model file written by ``save_model``.
+            A model object is copied, so the calculator never changes it (dtype, device).
+        device: torch device to run on ("cpu", "cuda", ...).
+        dtype: torch.float64 (default; for MD and optimisation) or torch.float32 (faster).
+        skin: Verlet skin (Å): the neighbour list is built with cutoff + skin and rebuilt
+            only when an atom has moved more than skin/2. 0 rebuilds every call.
+
+    Results: ``energy`` and ``free_energy`` (eV), ``energies`` (eV per atom), ``forces``
+    (eV/Å), and for fully periodic cells ``stress`` (eV/Å^3, Voigt order, ASE sign).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(
+        self,
+        model: Potential | str | os.PathLike,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float64,
+        skin: float = 0.5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(model, map_location="cpu")
+        elif isinstance(model, Potential):
+            model = copy.deepcopy(model)
+        else:
+            raise TypeError(f"EquiCalc needs a Potential or a model file path, got {type(model).__name__}")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = model.to(device=self.device, dtype=dtype).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.neighbors = VerletList(self.model.cutoff, skin)
+        self._warned = False
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        positions = np.asarray(atoms.positions, dtype=np.float64)
+        cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        check_atoms(positions, cell, pbc)
+        want_stress = "stress" in properties
+        if want_stress and not pbc.all():
+            raise PropertyNotImplementedError("stress is only defined for cells periodic in all three directions")
+        numbers = torch.as_tensor(atoms.numbers, dtype=torch.long)
+        self.model.species_index(numbers)  # ValueError naming an unknown element, before any work
+        senders, receivers, shifts = self.neighbors.get(positions, atoms.numbers, cell, pbc)
+        n = len(atoms)
+        to = lambda a, dt: torch.as_tensor(a, dtype=dt, device=self.device)  # noqa: E731
+        graph = AtomicGraph(
+            positions=to(positions, self.dtype),
+            numbers=numbers.to(self.device),
+            batch=torch.zeros(n, dtype=torch.long, device=self.device),
+            cell=to(cell, self.dtype)[None],
+            pbc=to(pbc, torch.bool)[None],
+            edge_index=to(np.stack([senders, receivers]), torch.long),
+            edge_shift=to(shifts, self.dtype),
+            ptr=torch.tensor([0, n], device=self.device),
+        )
+        self._check_extrapolation(graph)
+        out = self.model(graph, compute_forces=True, compute_stress=want_stress)
+        energy = float(out["energy"][0].detach())
+        self.results["energy"] = energy
+        self.results["free_energy"] = energy
+        self.results["energies"] = out["node_energy"].detach().cpu().numpy().astype(np.float64)
+        self.results["forces"] = out["forces"].detach().cpu().numpy().astype(np.float64)
+        if want_stress:
+            stress = out["stress"][0].detach().cpu().numpy().astype(np.float64)
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+
+    def _check_extrapolation(self, graph: AtomicGraph) -> None:
+        dmin = self.model.config.min_pair_distance
+        if self._warned or dmin is None or graph.num_edges == 0:
+            return
+        shortest = float(graph.edge_vectors().norm(dim=-1).min())
+        if shortest < dmin:
+            self._warned = True
+            warnings.warn(
+                f"two atoms are {shortest:.3f} Å apart, closer than any pair in the training data "
+                f"({dmin:.3f} Å): the model is extrapolating (warned once per calculator)",
+                ExtrapolationWarning,
+                stacklevel=3,
+            )

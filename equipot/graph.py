@@ -1,0 +1,147 @@
+"""AtomicGraph: one batch of structures as flat tensors.
+
+The layout follows DESIGN.md. Edges point from sender ``j`` (``edge_index[0]``) to
+receiver ``i`` (``edge_index[1]``); the edge vector is
+``positions[j] - positions[i] + edge_shift @ cell[batch[i]]`` in Å. Edges are kept
+sorted by receiver so that segment (CSR) reductions need no sort per layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class AtomicGraph:
+    """A batch of B structures with N atoms and E directed edges in total.
+
+    Attributes:
+        positions: [N, 3] float, Å.
+        numbers: [N] int64, atomic numbers.
+        batch: [N] int64, structure index of each atom.
+        cell: [B, 3, 3] float, Å, lattice vectors as rows (zeros where not periodic).
+        pbc: [B, 3] bool.
+        edge_index: [2, E] int64, (sender j, receiver i), sorted by receiver.
+        edge_shift: [E, 3] float, integer cell shifts of the sender image.
+        ptr: [B + 1] int64, atom offsets of each structure.
+    """
+
+    positions: Tensor
+    numbers: Tensor
+    batch: Tensor
+    cell: Tensor
+    pbc: Tensor
+    edge_index: Tensor
+    edge_shift: Tensor
+    ptr: Tensor
+
+    @property
+    def num_graphs(self) -> int:
+        return int(self.ptr.numel() - 1)
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "AtomicGraph":
+        """Move to ``device``; floating fields (positions, cell, edge_shift) also cast to ``dtype``."""
+        out = {}
+        for f in fields(self):
+            t = getattr(self, f.name)
+            if t.is_floating_point():
+                out[f.name] = t.to(device=device, dtype=dtype or t.dtype)
+            else:
+                out[f.name] = t.to(device=device)
+        return AtomicGraph(**out)
+
+    def replace(self, **changes: Tensor) -> "AtomicGraph":
+        return replace(self, **changes)
+
+    def edge_vectors(self, positions: Tensor | None = None, cell: Tensor | None = None) -> Tensor:
+        """Edge vectors x_j - x_i + shift @ cell, [E, 3] Å.
+
+        ``positions`` and ``cell`` default to the graph's own; pass strained ones
+        to differentiate with respect to a strain (stress).
+        """
+        pos = self.positions if positions is None else positions
+        cell = self.cell if cell is None else cell
+        j, i = self.edge_index[0], self.edge_index[1]
+        vec = pos[j] - pos[i]
+        if self.edge_shift.numel():
+            cell_e = cell[self.batch[i]]
+            vec = vec + torch.einsum("ek,ekl->el", self.edge_shift.to(pos.dtype), cell_e)
+        return vec
+
+    def receiver_ptr(self) -> Tensor:
+        """CSR offsets [N + 1] of the receiver-sorted edges."""
+        counts = torch.bincount(self.edge_index[1], minlength=self.num_nodes)
+        return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+    @classmethod
+    def from_structures(
+        cls,
+        structures: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]],
+        cutoff: float,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> "AtomicGraph":
+        """Build a batch from ``(numbers [n], positions [n, 3] Å, cell [3, 3] or None, pbc [3] or None)``.
+
+        Neighbour lists are built on the CPU with matscipy (see :mod:`equipot.neighbors`).
+        """
+        from .neighbors import neighbor_list
+
+        pos, num, batch, cells, pbcs, senders, receivers, shifts = [], [], [], [], [], [], [], []
+        offset = 0
+        for b, (numbers, positions, cell, pbc) in enumerate(structures):
+            numbers = np.asarray(numbers, dtype=np.int64).reshape(-1)
+            positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+            cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64).reshape(3, 3)
+            pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool).reshape(3)
+            j, i, s = neighbor_list(positions, cutoff, cell=cell, pbc=pbc)
+            pos.append(positions)
+            num.append(numbers)
+            batch.append(np.full(len(numbers), b, dtype=np.int64))
+            cells.append(cell)
+            pbcs.append(pbc)
+            senders.append(j + offset)
+            receivers.append(i + offset)
+            shifts.append(s)
+            offset += len(numbers)
+        counts = [len(n) for n in num]
+        t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
+        return cls(
+            positions=t(np.concatenate(pos) if pos else np.zeros((0, 3)), dtype),
+            numbers=t(np.concatenate(num) if num else np.zeros(0), torch.int64),
+            batch=t(np.concatenate(batch) if batch else np.zeros(0), torch.int64),
+            cell=t(np.stack(cells) if cells else np.zeros((0, 3, 3)), dtype),
+            pbc=t(np.stack(pbcs) if pbcs else np.zeros((0, 3)), torch.bool),
+            edge_index=t(np.stack([np.concatenate(senders), np.concatenate(receivers)])
+                         if senders else np.zeros((2, 0)), torch.int64),
+            edge_shift=t(np.concatenate(shifts) if shifts else np.zeros((0, 3)), dtype),
+            ptr=t(np.concatenate([[0], np.cumsum(counts)]), torch.int64),
+        )
+
+    @classmethod
+    def from_atoms(
+        cls,
+        atoms: "ase.Atoms | Iterable[ase.Atoms]",  # noqa: F821
+        cutoff: float,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> "AtomicGraph":
+        """Build a batch from one ``ase.Atoms`` or an iterable of them."""
+        from ase import Atoms
+
+        items = [atoms] if isinstance(atoms, Atoms) else list(atoms)
+        return cls.from_structures(
+            [(a.numbers, a.positions, a.cell.array, a.pbc) for a in items], cutoff, dtype=dtype, device=device
+        )

@@ -1,0 +1,245 @@
+"""Potential: AtomicGraph -> energy per structure; forces and stress by autograd.
+
+The per-atom energy is ``E_i = atomic_energies[z_i] + shift + scale * (e_i - e_iso(z_i))`` where
+``e_i`` is the backbone's output and ``e_iso(z)`` what the backbone gives for an atom of element
+``z`` with no neighbour. So an isolated atom has exactly its reference energy
+``atomic_energies[z] + shift`` and zero force, for every backbone.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..graph import AtomicGraph
+from ..ops import scatter_sum
+from .registry import get_backbone
+
+MODEL_FORMAT = "equipot.model"
+MODEL_VERSION = 1
+
+
+@dataclass
+class PotentialConfig:
+    """Everything needed to rebuild a :class:`Potential` (saved with its weights).
+
+    Attributes:
+        backbone: registered backbone name (``ponita``, ``lieconv``, ...).
+        elements: atomic numbers the model knows, in species-index order.
+        cutoff: interaction cutoff, Å.
+        backbone_options: fields of the backbone's config dataclass.
+        atomic_energies: reference energy per element, eV (zeros if None).
+        scale: multiplies the backbone's per-atom output, eV.
+        shift: added to every atom's energy, eV.
+        avg_num_neighbors: normalises neighbour sums in the backbones.
+        min_pair_distance: shortest pair distance seen in training, Å; closer pairs
+            trigger the calculator's extrapolation warning. None = unknown.
+    """
+
+    backbone: str = "ponita"
+    elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
+    cutoff: float = 5.0
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    atomic_energies: list[float] | None = None
+    scale: float = 1.0
+    shift: float = 0.0
+    avg_num_neighbors: float = 16.0
+    min_pair_distance: float | None = None
+
+    def __post_init__(self) -> None:
+        self.elements = [int(z) for z in self.elements]
+        if not self.elements or len(set(self.elements)) != len(self.elements):
+            raise ValueError(f"elements must be a non-empty list of distinct atomic numbers, got {self.elements}")
+        if any(not 1 <= z <= 118 for z in self.elements):
+            raise ValueError(f"atomic numbers must be in 1..118, got {self.elements}")
+        if self.cutoff <= 0:
+            raise ValueError(f"cutoff must be positive, got {self.cutoff}")
+        if self.atomic_energies is not None and len(self.atomic_energies) != len(self.elements):
+            raise ValueError(
+                f"atomic_energies has {len(self.atomic_energies)} entries for {len(self.elements)} elements"
+            )
+
+
+class Potential(nn.Module):
+    """An interatomic potential: a registered backbone plus what every backbone shares."""
+
+    def __init__(self, config: PotentialConfig):
+        super().__init__()
+        self.config = config
+        cls, config_cls = get_backbone(config.backbone)
+        try:
+            backbone_config = config_cls(**config.backbone_options)
+        except TypeError as exc:
+            raise ValueError(f"bad options for backbone {config.backbone!r}: {exc}") from None
+        self.backbone = cls(backbone_config, len(config.elements), config.cutoff, config.avg_num_neighbors)
+        z_to_index = torch.full((119,), -1, dtype=torch.long)
+        z_to_index[torch.tensor(config.elements)] = torch.arange(len(config.elements))
+        self.register_buffer("z_to_index", z_to_index, persistent=False)
+
+    @property
+    def cutoff(self) -> float:
+        return self.config.cutoff
+
+    def species_index(self, numbers: Tensor) -> Tensor:
+        """Map atomic numbers [N] to species indices [N]; ValueError names the first unknown atom."""
+        numbers = numbers.long()
+        bad = (numbers < 1) | (numbers > 118)
+        idx = self.z_to_index[numbers.clamp(0, 118)]
+        bad = bad | (idx < 0)
+        if bool(bad.any()):
+            k = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"atom {k} has atomic number {int(numbers[k])}, which this model was not built for "
+                f"(it knows {self.config.elements})"
+            )
+        return idx
+
+    def set_reference(
+        self, atomic_energies: Sequence[float] | None = None, scale: float | None = None, shift: float | None = None
+    ) -> None:
+        """Set per-element reference energies (eV, in ``config.elements`` order), scale and shift (eV)."""
+        if atomic_energies is not None:
+            if len(atomic_energies) != len(self.config.elements):
+                raise ValueError("need one atomic energy per element")
+            self.config.atomic_energies = [float(e) for e in atomic_energies]
+        if scale is not None:
+            self.config.scale = float(scale)
+        if shift is not None:
+            self.config.shift = float(shift)
+
+    def fit_atomic_energies(self, numbers_per_frame: Sequence[np.ndarray], energies: Sequence[float]) -> np.ndarray:
+        """Least-squares per-element reference energies (eV) from frames' atomic numbers and energies.
+
+        Solves min ||C e0 - E||, C[f, s] = count of element s in frame f, sets them on the
+        model and returns them. Elements absent from the frames get 0.
+        """
+        counts = np.zeros((len(energies), len(self.config.elements)))
+        index = {z: s for s, z in enumerate(self.config.elements)}
+        for f, numbers in enumerate(numbers_per_frame):
+            for z, c in zip(*np.unique(np.asarray(numbers), return_counts=True)):
+                if int(z) not in index:
+                    raise ValueError(f"frame {f} contains element {int(z)} not in the model's {self.config.elements}")
+                counts[f, index[int(z)]] = c
+        e0, *_ = np.linalg.lstsq(counts, np.asarray(energies, dtype=np.float64), rcond=None)
+        self.set_reference(atomic_energies=e0.tolist())
+        return e0
+
+    def reference_energies(self, device: torch.device | str | None = None) -> Tensor:
+        """Energy of an isolated atom of each element, atomic_energies + shift, [S] eV.
+
+        Kept in float64 whatever the model's dtype: molecular energies are ~1e4 eV, where
+        float32 would round away meV.
+        """
+        e0 = self.config.atomic_energies or [0.0] * len(self.config.elements)
+        return torch.tensor(e0, dtype=torch.float64, device=device) + self.config.shift
+
+    def _isolated_energies(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """Backbone output for one atom of each element with no neighbour, [S]."""
+        s = len(self.config.elements)
+        species = torch.arange(s, device=device)
+        return self.backbone(
+            species,
+            torch.zeros(s, 3, dtype=dtype, device=device),
+            torch.zeros(2, 0, dtype=torch.long, device=device),
+            torch.zeros(0, 3, dtype=dtype, device=device),
+            species,
+            s,
+        )
+
+    def forward(
+        self,
+        graph: AtomicGraph,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        create_graph: bool = False,
+    ) -> dict[str, Tensor]:
+        """Energies, and by autograd forces and stress, of a batch.
+
+        Returns a dict with ``energy`` [B] eV and ``node_energy`` [N] eV (both float64), and when asked
+        ``forces`` [N, 3] eV/Å (= -dE/dx) and ``stress`` [B, 3, 3] eV/Å^3
+        (= (1/V) dE/dε, the ASE sign convention: positive under tension).
+        ``create_graph=True`` keeps the graph of the derivatives (training on forces).
+        """
+        species = self.species_index(graph.numbers)
+        positions, cell = graph.positions, graph.cell
+        need_grad = compute_forces or compute_stress
+        inputs: list[Tensor] = []
+        if need_grad:
+            if not positions.requires_grad:
+                positions = positions.detach().requires_grad_(True)
+            inputs.append(positions)
+        if compute_stress:
+            volume = torch.linalg.det(cell).abs()
+            if bool((volume < 1e-9).any()):
+                raise ValueError("stress needs a periodic cell with non-zero volume for every structure")
+            strain = torch.zeros_like(cell, requires_grad=True)
+            sym = 0.5 * (strain + strain.transpose(1, 2))
+            positions = positions + torch.einsum("ni,nij->nj", positions, sym[graph.batch])
+            cell = cell + torch.bmm(cell, sym)
+            inputs.append(strain)
+        edge_vec = graph.edge_vectors(positions, cell)
+        out = self.backbone(species, positions, graph.edge_index, edge_vec, graph.batch, graph.num_graphs)
+        out = out - self._isolated_energies(out.dtype, out.device)[species]
+        node_energy = self.reference_energies(out.device)[species] + (self.config.scale * out).double()
+        energy = scatter_sum(node_energy, graph.batch, graph.num_graphs)
+        result = {"energy": energy, "node_energy": node_energy}
+        if need_grad:
+            grads = torch.autograd.grad(
+                energy.sum(), inputs, create_graph=create_graph, allow_unused=True
+            )
+            grads = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads, inputs)]
+            if compute_forces:
+                result["forces"] = -grads[0]
+            if compute_stress:
+                result["stress"] = grads[-1] / volume.view(-1, 1, 1)
+        return result
+
+
+def save_model(model: Potential, path: str | os.PathLike) -> None:
+    """Write weights + config to ``path`` atomically (``path.tmp`` then rename).
+
+    The file holds only tensors and plain Python values, so :func:`load_model` reads it
+    with ``torch.load(weights_only=True)``.
+    """
+    path = Path(path)
+    payload = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "config": asdict(model.config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Potential:
+    """Load a model written by :func:`save_model`. Never runs code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # the unpickler's errors name the offending global
+        raise ValueError(f"{path} is not a loadable equipot model file: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not an equipot model file (no format marker)")
+    if payload.get("version", 0) > MODEL_VERSION:
+        raise ValueError(f"{path} was written by a newer equipot (model format {payload['version']})")
+    known = {f.name for f in fields(PotentialConfig)}
+    config = PotentialConfig(**{k: v for k, v in payload["config"].items() if k in known})
+    model = Potential(config)
+    state = payload["state_dict"]
+    dtype = next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32)
+    model.to(dtype)
+    model.load_state_dict(state)
+    return model
