@@ -6,7 +6,6 @@ return the measured error so tests can state their own tolerance.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from ase import Atoms
 
 from .graph import AtomicGraph

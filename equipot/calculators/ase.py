@@ -11,7 +11,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..graph import AtomicGraph
-from ..neighbors import VerletList
+from ..neighbors import VerletList, torch_neighbor_list
 from ..potentials.base import Potential, load_model
 
 
@@ -47,6 +47,9 @@ class EquiCalc(Calculator):
         dtype: torch.float64 (default; for MD and optimisation) or torch.float32 (faster).
         skin: Verlet skin (Å): the neighbour list is built with cutoff + skin and rebuilt
             only when an atom has moved more than skin/2. 0 rebuilds every call.
+        neighbors: "matscipy" (CPU, with the skin), "torch" (a cell list on ``device``, rebuilt
+            every call: on a GPU this beats copying positions to the host), or "auto"
+            (torch on CUDA devices, matscipy otherwise).
 
     Results: ``energy`` and ``free_energy`` (eV), ``energies`` (eV per atom), ``forces``
     (eV/Å), and for fully periodic cells ``stress`` (eV/Å^3, Voigt order, ASE sign).
@@ -60,6 +63,7 @@ class EquiCalc(Calculator):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float64,
         skin: float = 0.5,
+        neighbors: str = "auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -74,6 +78,11 @@ class EquiCalc(Calculator):
         self.model = model.to(device=self.device, dtype=dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        if neighbors == "auto":
+            neighbors = "torch" if self.device.type == "cuda" else "matscipy"
+        if neighbors not in ("matscipy", "torch"):
+            raise ValueError(f"neighbors must be 'auto', 'matscipy' or 'torch', got {neighbors!r}")
+        self.neighbor_backend = neighbors
         self.neighbors = VerletList(self.model.cutoff, skin)
         self._warned = False
 
@@ -89,17 +98,23 @@ class EquiCalc(Calculator):
             raise PropertyNotImplementedError("stress is only defined for cells periodic in all three directions")
         numbers = torch.as_tensor(atoms.numbers, dtype=torch.long)
         self.model.species_index(numbers)  # ValueError naming an unknown element, before any work
-        senders, receivers, shifts = self.neighbors.get(positions, atoms.numbers, cell, pbc)
         n = len(atoms)
         to = lambda a, dt: torch.as_tensor(a, dtype=dt, device=self.device)  # noqa: E731
+        pos_t, cell_t, pbc_t = to(positions, self.dtype), to(cell, self.dtype)[None], to(pbc, torch.bool)[None]
+        batch = torch.zeros(n, dtype=torch.long, device=self.device)
+        if self.neighbor_backend == "torch":
+            edge_index, edge_shift = torch_neighbor_list(pos_t, self.model.cutoff, batch, cell_t, pbc_t)
+        else:
+            senders, receivers, shifts = self.neighbors.get(positions, atoms.numbers, cell, pbc)
+            edge_index, edge_shift = to(np.stack([senders, receivers]), torch.long), to(shifts, self.dtype)
         graph = AtomicGraph(
-            positions=to(positions, self.dtype),
+            positions=pos_t,
             numbers=numbers.to(self.device),
-            batch=torch.zeros(n, dtype=torch.long, device=self.device),
-            cell=to(cell, self.dtype)[None],
-            pbc=to(pbc, torch.bool)[None],
-            edge_index=to(np.stack([senders, receivers]), torch.long),
-            edge_shift=to(shifts, self.dtype),
+            batch=batch,
+            cell=cell_t,
+            pbc=pbc_t,
+            edge_index=edge_index,
+            edge_shift=edge_shift.to(self.dtype),
             ptr=torch.tensor([0, n], device=self.device),
         )
         self._check_extrapolation(graph)
@@ -114,10 +129,20 @@ class EquiCalc(Calculator):
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
 
     def _check_extrapolation(self, graph: AtomicGraph) -> None:
-        dmin = self.model.config.min_pair_distance
-        if self._warned or dmin is None or graph.num_edges == 0:
+        """Raise for atoms on top of each other; warn once when a pair is closer than in training."""
+        if graph.num_edges == 0:
             return
-        shortest = float(graph.edge_vectors().norm(dim=-1).min())
+        lengths = graph.edge_vectors().norm(dim=-1)
+        k = int(lengths.argmin())
+        shortest = float(lengths[k])
+        if shortest < 1e-8:
+            # d|r|/dr is 0/0 at r = 0: every backbone would return NaN forces without a word.
+            j, i = graph.edge_index[:, k].tolist()
+            raise ValueError(f"atoms {i} and {j} are at the same position ({shortest:.1e} Å apart, "
+                             f"periodic images included)")
+        dmin = self.model.config.min_pair_distance
+        if self._warned or dmin is None:
+            return
         if shortest < dmin:
             self._warned = True
             warnings.warn(

@@ -1,14 +1,19 @@
 """R3×S2 message passing (PΘNITA, Bekkers et al., ICLR 2024) as an energy backbone.
 
 Each atom carries features h [O, C] on a grid of O orientations. For an edge
-r = x_j - x_i and an orientation o the invariants (o·r, |r - (o·r) o|) are embedded
+r = x_j - x_i and an orientation o the invariants (o·r, |r - (o·r) o|, |r|) are embedded
 by Gaussian bases and a small network into phi [E, O, K], times the smooth cutoff
-envelope. A layer is a separable convolution:
+envelope. (|r| is a function of the other two; giving it explicitly made the model learn
+rMD17 ethanol forces 2× faster in the first 200 steps: 224 vs 505 meV/Å.) A layer is a
+separable convolution:
 
 1. spatial: m_i[o] = sum_j (phi_ij[o] @ W) * h_j[o] / avg_num_neighbors  (the hot path,
    :func:`equipot.ops.spatial_message`);
 2. sphere:  m'_i[p] = (1/O) sum_o K(o·p) * m_i[o], K a per-channel function of the cosine;
-3. ConvNeXt-style block: h <- h + MLP(LayerNorm(h + m')), channel mixing per orientation.
+3. ConvNeXt-style block: h <- h + γ ⊙ MLP(h + m'), channel mixing per orientation. There is
+   no LayerNorm: normalising a message that fades to zero at the cutoff has a gain of
+   1/sqrt(eps) there, which makes forces steep for weakly bound atoms (and it trained no
+   better on rMD17 ethanol).
 
 The readout is an MLP per orientation averaged over the grid: invariant up to the
 grid's resolution (the error shrinks as O grows; see tests). ``r3_only=True`` uses
@@ -24,7 +29,7 @@ from torch import Tensor, nn
 from ..ops.message import spatial_message
 from .radial import GaussianBasis, polynomial_envelope
 from .registry import register_backbone
-from .sphere import fibonacci_grid, sphere_invariants, spatial_invariants
+from .sphere import fibonacci_grid, spatial_invariants, sphere_invariants
 
 
 @dataclass
@@ -71,9 +76,8 @@ class _Layer(nn.Module):
         self.edge = nn.Sequential(nn.Linear(k, k), nn.SiLU())
         self.weight = nn.Parameter(torch.randn(k, c) / k**0.5)
         self.sphere = _SphereConv(cfg.basis_size, c) if use_sphere else None
-        self.norm = nn.LayerNorm(c)
         self.mlp = nn.Sequential(nn.Linear(c, cfg.widening * c), nn.SiLU(), nn.Linear(cfg.widening * c, c))
-        self.layer_scale = nn.Parameter(torch.full((c,), 0.1))
+        self.layer_scale = nn.Parameter(torch.ones(c))
 
     def forward(self, h: Tensor, phi0: Tensor, envelope: Tensor, edge_index: Tensor, cosines: Tensor | None,
                 norm: float) -> Tensor:
@@ -81,7 +85,7 @@ class _Layer(nn.Module):
         m = spatial_message(phi, self.weight, h, edge_index, h.shape[0]) / norm
         if self.sphere is not None:
             m = self.sphere(m, cosines)
-        return h + self.layer_scale * self.mlp(self.norm(h + m))
+        return h + self.layer_scale * self.mlp(h + m)
 
 
 @register_backbone("ponita", PonitaConfig)
@@ -100,7 +104,8 @@ class Ponita(nn.Module):
         if config.r3_only:
             self.basis = nn.ModuleList([GaussianBasis(n, 0.0, cutoff)])
         else:
-            self.basis = nn.ModuleList([GaussianBasis(n, -cutoff, cutoff), GaussianBasis(n, 0.0, cutoff)])
+            self.basis = nn.ModuleList([GaussianBasis(n, -cutoff, cutoff), GaussianBasis(n, 0.0, cutoff),
+                                        GaussianBasis(n, 0.0, cutoff)])
         self.edge_embed = nn.Sequential(nn.Linear(n * len(self.basis), config.kernel_dim), nn.SiLU())
         use_sphere = not config.r3_only and config.grid_size > 1
         self.layers = nn.ModuleList(_Layer(config, use_sphere) for _ in range(config.layers))
@@ -113,7 +118,8 @@ class Ponita(nn.Module):
             feats = self.basis[0](r)
         else:
             a, b = spatial_invariants(edge_vec, self.grid.to(edge_vec.dtype))
-            feats = torch.cat([self.basis[0](a), self.basis[1](b)], dim=-1)
+            r = torch.sqrt((edge_vec * edge_vec).sum(-1, keepdim=True)).expand_as(a)
+            feats = torch.cat([self.basis[0](a), self.basis[1](b), self.basis[2](r)], dim=-1)
         return self.edge_embed(feats)
 
     def forward(self, species: Tensor, positions: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor,
