@@ -1,0 +1,35 @@
+"""Datasets: equipot's HDF5 format, converters from published files, and batch loading.
+
+::
+
+    from equipot.data import convert_rmd17, H5Dataset, make_loader
+    convert_rmd17(["rmd17_ethanol_train_01.npz", "rmd17_ethanol_test_01.npz"], "ethanol.h5")
+    train = H5Dataset("ethanol.h5", split="train")
+    for graph, targets in make_loader(train, cutoff=5.0, batch_size=8, shuffle=True):
+        ...
+"""
+from .ase_io import convert_ase
+from .hdf5 import SCHEMA_VERSION, Frame, H5Dataset, HDF5Writer, open_h5, random_split
+from .loader import Collater, collate, make_loader
+from .md17 import convert_md17, convert_rmd17, read_index_file
+from .qm9 import convert_qm9, convert_qm9pack, read_atomrefs, read_uncharacterized
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Collater",
+    "Frame",
+    "H5Dataset",
+    "HDF5Writer",
+    "collate",
+    "convert_ase",
+    "convert_md17",
+    "convert_qm9",
+    "convert_qm9pack",
+    "convert_rmd17",
+    "make_loader",
+    "open_h5",
+    "random_split",
+    "read_atomrefs",
+    "read_index_file",
+    "read_uncharacterized",
+]
