@@ -66,7 +66,12 @@ class PotentialConfig:
 
 
 class Potential(nn.Module):
-    """An interatomic potential: a registered backbone plus what every backbone shares."""
+    """An interatomic potential: a registered backbone plus what every backbone shares.
+
+    A new Potential is in eval mode: evaluation is what users do most, and backbones that
+    randomise in training mode (rotated orientation grids, sampled lifts) must give one
+    deterministic energy surface unless a trainer asks for ``.train()``.
+    """
 
     def __init__(self, config: PotentialConfig):
         super().__init__()
@@ -80,6 +85,7 @@ class Potential(nn.Module):
         z_to_index = torch.full((119,), -1, dtype=torch.long)
         z_to_index[torch.tensor(config.elements)] = torch.arange(len(config.elements))
         self.register_buffer("z_to_index", z_to_index, persistent=False)
+        self.eval()
 
     @property
     def cutoff(self) -> float:
