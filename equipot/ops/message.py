@@ -1,0 +1,192 @@
+"""The R3×S2 spatial message: the hot path of the PΘNITA model.
+
+    out[i, o, c] = sum_{e: receiver(e) = i} (sum_b phi[e, o, b] * weight[b, c]) * h[sender(e), o, c]
+
+``phi`` is the edge-wise invariant embedding (already multiplied by the cutoff
+envelope), ``weight`` the last linear layer of the kernel network, ``h`` the node
+features on the orientation grid.
+
+Backends (see :mod:`equipot.ops.backends`):
+
+- ``torch`` / ``torch_scatter``: materialise the [E, O, C] kernel and messages, then
+  scatter them with the chosen backend.
+- ``triton``: one fused CSR kernel over receiver-sorted edges (no atomics, no [E, O, C]
+  tensor in memory). Backward: grad h is the same fused kernel over a sender CSR
+  (computed once per graph and cached with the receiver offsets in an :class:`EdgePlan`);
+  grad phi and grad weight come from one edge-blocked kernel. When the backward itself
+  must be differentiable (``create_graph=True``, i.e. training on forces), the backward
+  is computed with differentiable torch ops instead (it materialises [E, O, C] tensors
+  like the torch path); the forward stays fused. Inputs that are not sorted by receiver
+  are handled through a permutation (a sort once per graph).
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+
+from .backends import resolve_backend
+from .scatter import check, scatter_sum, segment_sum
+
+
+@dataclass
+class EdgePlan:
+    """Index data for the fused kernels, built once per graph (per ``edge_index`` tensor).
+
+    sender, receiver [E]; receiver_ptr [num_nodes + 1] CSR offsets over receiver-sorted
+    edges; receiver_perm [E] edge ids in receiver order, or None when already sorted.
+    The sender CSR (for the backward) is built on first use.
+    """
+
+    sender: Tensor
+    receiver: Tensor
+    num_nodes: int
+    receiver_ptr: Tensor
+    receiver_perm: Tensor | None
+    _sender_csr: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
+
+    def sender_csr(self, num_senders: int) -> tuple[Tensor, Tensor]:
+        """(ptr [num_senders + 1], perm [E]): edge ids grouped by sender (stable: deterministic)."""
+        if num_senders not in self._sender_csr:
+            perm = torch.argsort(self.sender, stable=True)
+            counts = torch.bincount(self.sender, minlength=num_senders)
+            ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            self._sender_csr[num_senders] = (ptr, perm)
+        return self._sender_csr[num_senders]
+
+
+_PLAN_CACHE: list[tuple[weakref.ref, tuple[int, int, int], EdgePlan]] = []
+_PLAN_CACHE_SIZE = 4
+
+
+def _csr_offsets(index: Tensor, size: int) -> Tensor:
+    counts = torch.bincount(index, minlength=size)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
+def edge_plan(edge_index: Tensor, num_nodes: int, receiver_ptr: Tensor | None = None,
+              num_senders: int | None = None) -> EdgePlan:
+    """The :class:`EdgePlan` of ``edge_index`` [2, E] (sender, receiver), cached per tensor.
+
+    ``num_nodes``: number of receiving nodes; ``num_senders`` (default ``num_nodes``): rows of h.
+
+    Every layer of a model passes the same ``edge_index`` tensor, so the CSR offsets, the
+    sortedness check and the sender sort happen once per graph. The cache holds weak
+    references and checks the tensor's version, so a freed or modified tensor is never reused;
+    it keeps the index data of the last few graphs alive.
+    A given ``receiver_ptr`` must be the CSR offsets of receiver-sorted edges (it is trusted).
+    """
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
+    num_senders = num_nodes if num_senders is None else num_senders
+    # Inference tensors have no version counter: they are not cached.
+    cacheable = not edge_index.is_inference()
+    key = (edge_index._version if cacheable else -1, num_nodes, num_senders)
+    for ref, cached_key, plan in _PLAN_CACHE:
+        if cacheable and ref() is edge_index and cached_key == key:
+            return plan
+    sender = edge_index[0].contiguous()
+    receiver = edge_index[1].contiguous()
+    if edge_index.shape[1]:
+        check((edge_index.min() >= 0) & (sender.max() < num_senders) & (receiver.max() < num_nodes),
+              f"edge_index: senders must lie in [0, {num_senders}) (rows of h) and receivers in "
+              f"[0, {num_nodes}) (num_nodes)")
+    perm = None
+    if receiver_ptr is None:
+        if receiver.numel() > 1 and not bool((receiver[1:] >= receiver[:-1]).all()):
+            perm = torch.argsort(receiver, stable=True)
+        receiver_ptr = _csr_offsets(receiver, num_nodes)
+    elif receiver_ptr.shape != (num_nodes + 1,):
+        raise ValueError(f"receiver_ptr must have shape [{num_nodes + 1}] (num_nodes + 1), "
+                         f"got {tuple(receiver_ptr.shape)}")
+    plan = EdgePlan(sender, receiver, num_nodes, receiver_ptr.contiguous(), perm)
+    if cacheable:
+        _PLAN_CACHE.insert(0, (weakref.ref(edge_index), key, plan))
+        del _PLAN_CACHE[_PLAN_CACHE_SIZE:]
+    return plan
+
+
+def _torch_backward(phi: Tensor, weight: Tensor, h: Tensor, grad: Tensor, plan: EdgePlan,
+                    needs: tuple[bool, ...]) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Differentiable gradients (for double backward); materialises [E, O, C] tensors."""
+    grad_e = grad[plan.receiver]
+    grad_phi = grad_weight = grad_h = None
+    if needs[0] or needs[1]:
+        t = grad_e * h[plan.sender]
+        if needs[0]:
+            grad_phi = t @ weight.transpose(0, 1)
+        if needs[1]:
+            grad_weight = torch.einsum("eob,eoc->bc", phi, t)
+    if needs[2]:
+        grad_h = scatter_sum((phi @ weight) * grad_e, plan.sender, h.shape[0], backend="torch")
+    return grad_phi, grad_weight, grad_h
+
+
+class _FusedMessage(Function):
+    @staticmethod
+    def forward(ctx, phi: Tensor, weight: Tensor, h: Tensor, plan: EdgePlan) -> Tensor:
+        from . import triton_scatter
+
+        ctx.save_for_backward(phi, weight, h)
+        ctx.plan = plan
+        return triton_scatter.csr_message(phi, weight, h, plan.receiver_ptr, plan.sender, plan.receiver_perm,
+                                          plan.num_nodes)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        from . import triton_scatter
+
+        phi, weight, h = ctx.saved_tensors
+        plan: EdgePlan = ctx.plan
+        needs = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():
+            return (*_torch_backward(phi, weight, h, grad, plan, needs), None)
+        grad_h = None
+        if needs[2]:
+            ptr, perm = plan.sender_csr(h.shape[0])
+            grad_h = triton_scatter.csr_message(phi, weight, grad, ptr, plan.receiver, perm, h.shape[0])
+        grad_phi, grad_weight = triton_scatter.edge_backward(phi, weight, h, grad, plan.sender, plan.receiver,
+                                                             needs[0], needs[1])
+        return grad_phi, grad_weight, grad_h, None
+
+
+def _check_shapes(phi: Tensor, weight: Tensor, h: Tensor, edge_index: Tensor, num_nodes: int) -> None:
+    if phi.dim() != 3 or weight.dim() != 2 or h.dim() != 3:
+        raise ValueError(f"spatial_message: expected phi [E, O, B], weight [B, C], h [N, O, C]; got "
+                         f"{tuple(phi.shape)}, {tuple(weight.shape)}, {tuple(h.shape)}")
+    num_e, num_o, num_b = phi.shape
+    if weight.shape[0] != num_b or h.shape[1] != num_o or h.shape[2] != weight.shape[1]:
+        raise ValueError(f"spatial_message: inconsistent shapes phi {tuple(phi.shape)} [E, O, B], "
+                         f"weight {tuple(weight.shape)} [B, C], h {tuple(h.shape)} [N, O, C]")
+    if edge_index.dim() != 2 or edge_index.shape != (2, num_e):
+        raise ValueError(f"spatial_message: edge_index must have shape [2, {num_e}] (E of phi), "
+                         f"got {tuple(edge_index.shape)}")
+    if num_nodes < 0:
+        raise ValueError(f"spatial_message: num_nodes must be >= 0, got {num_nodes}")
+
+
+def spatial_message(phi: Tensor, weight: Tensor, h: Tensor, edge_index: Tensor, num_nodes: int,
+                    receiver_ptr: Tensor | None = None, backend: str | None = None) -> Tensor:
+    """phi [E, O, B], weight [B, C], h [N, O, C], edge_index [2, E] (sender, receiver) -> [num_nodes, O, C].
+
+    ``receiver_ptr`` [num_nodes + 1]: CSR offsets of receiver-sorted edges
+    (:meth:`AtomicGraph.receiver_ptr`); optional, computed and cached per ``edge_index`` when
+    omitted. ``backend``: "torch", "torch_scatter", "triton", "auto" or None.
+    """
+    _check_shapes(phi, weight, h, edge_index, num_nodes)
+    name = resolve_backend(backend, h)
+    if name == "triton":
+        if not (phi.dtype == weight.dtype == h.dtype):
+            raise ValueError(f"spatial_message: phi, weight and h must share a dtype for the triton backend, "
+                             f"got {phi.dtype}, {weight.dtype}, {h.dtype}")
+        if not (phi.device == weight.device == h.device == edge_index.device):
+            raise ValueError("spatial_message: phi, weight, h and edge_index must be on one device")
+        plan = edge_plan(edge_index, num_nodes, receiver_ptr, num_senders=h.shape[0])
+        return _FusedMessage.apply(phi, weight, h, plan)
+    msg = (phi @ weight) * h[edge_index[0]]
+    if receiver_ptr is not None:
+        return segment_sum(msg, receiver_ptr, backend=name)
+    return scatter_sum(msg, edge_index[1], num_nodes, backend=name)

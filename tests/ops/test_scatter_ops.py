@@ -1,0 +1,171 @@
+"""Backend selection and the portable torch path of scatter_sum, segment_sum and spatial_message."""
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+
+from equipot.ops import (
+    available_backends,
+    default_backend,
+    edge_plan,
+    resolve_backend,
+    scatter_sum,
+    segment_sum,
+    spatial_message,
+    use_backend,
+)
+from equipot.ops import backends as backends_mod
+
+
+def _graph(num_nodes: int, num_edges: int, seed: int = 0, sort: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    recv = torch.randint(0, num_nodes, (num_edges,), generator=g)
+    if sort:
+        recv = torch.sort(recv).values
+    send = torch.randint(0, num_nodes, (num_edges,), generator=g)
+    return torch.stack([send, recv]), g
+
+
+def _naive_message(phi, weight, h, edge_index, num_nodes):
+    out = torch.zeros((num_nodes,) + tuple(h.shape[1:]), dtype=h.dtype)
+    for e in range(edge_index.shape[1]):
+        j, i = int(edge_index[0, e]), int(edge_index[1, e])
+        out[i] += (phi[e] @ weight) * h[j]
+    return out
+
+
+def test_default_backend_cpu_is_torch(monkeypatch):
+    monkeypatch.delenv(backends_mod.ENV_VAR, raising=False)
+    assert default_backend("cpu") == "torch"
+    assert resolve_backend(None, "cpu") == "torch"
+    assert "torch" in available_backends("cpu")
+
+
+def test_env_var_and_argument_force_backend(monkeypatch):
+    monkeypatch.setenv(backends_mod.ENV_VAR, "bogus")
+    with pytest.raises(ValueError, match="bogus"):
+        resolve_backend(None, "cpu")
+    assert resolve_backend("torch", "cpu") == "torch"  # the argument wins over the env var
+    monkeypatch.setenv(backends_mod.ENV_VAR, "torch")
+    assert resolve_backend(None, "cpu") == "torch"
+    monkeypatch.setenv(backends_mod.ENV_VAR, "auto")
+    assert resolve_backend(None, "cpu") == "torch"
+
+
+def test_use_backend_context(monkeypatch):
+    monkeypatch.setenv(backends_mod.ENV_VAR, "bogus")
+    with use_backend("torch"):
+        assert resolve_backend(None, "cpu") == "torch"
+    with pytest.raises(ValueError), use_backend("nope"):
+        pass
+
+
+def test_forcing_unavailable_backend_raises(monkeypatch):
+    monkeypatch.setattr(backends_mod, "has_torch_scatter", lambda: False)
+    monkeypatch.setattr(backends_mod, "has_triton", lambda: False)
+    with pytest.raises(ValueError, match="torch_scatter"):
+        resolve_backend("torch_scatter", "cpu")
+    with pytest.raises(ValueError, match="triton"):
+        resolve_backend("triton", "cpu")
+    assert available_backends("cpu") == ["torch"]
+    assert default_backend("cuda") == "torch"
+
+
+def test_cuda_default_order(monkeypatch):
+    monkeypatch.setattr(backends_mod, "has_torch_scatter", lambda: True)
+    monkeypatch.setattr(backends_mod, "has_triton", lambda: True)
+    assert default_backend("cuda") == "triton"
+    monkeypatch.setattr(backends_mod, "has_triton", lambda: False)
+    assert default_backend("cuda") == "torch_scatter"
+
+
+def test_torch_scatter_dispatch_with_stub(monkeypatch):
+    """The torch_scatter branch calls torch_scatter's functions (a stub stands in for the extension)."""
+    calls = []
+
+    def scatter_sum_stub(src, index, dim, dim_size):
+        calls.append("scatter")
+        return torch.zeros((dim_size,) + tuple(src.shape[1:]), dtype=src.dtype).index_add_(dim, index, src)
+
+    def segment_csr_stub(src, ptr, reduce):
+        calls.append("segment")
+        index = torch.repeat_interleave(torch.arange(ptr.numel() - 1), ptr[1:] - ptr[:-1])
+        return torch.zeros((ptr.numel() - 1,) + tuple(src.shape[1:]), dtype=src.dtype).index_add_(0, index, src)
+
+    stub = types.SimpleNamespace(scatter_sum=scatter_sum_stub, segment_csr=segment_csr_stub)
+    monkeypatch.setitem(sys.modules, "torch_scatter", stub)
+    monkeypatch.setattr(backends_mod, "has_torch_scatter", lambda: True)
+    src = torch.randn(6, 3)
+    index = torch.tensor([0, 0, 2, 2, 2, 3])
+    ptr = torch.tensor([0, 2, 2, 5, 6])
+    ref = scatter_sum(src, index, 4, backend="torch")
+    torch.testing.assert_close(scatter_sum(src, index, 4, backend="torch_scatter"), ref)
+    torch.testing.assert_close(segment_sum(src, ptr, backend="torch_scatter"), ref)
+    assert calls == ["scatter", "segment"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scatter_and_segment_torch(dtype):
+    src = torch.randn(9, 2, 3, dtype=dtype)
+    index = torch.tensor([0, 0, 0, 2, 2, 4, 4, 4, 4])  # rows 1 and 3 are empty
+    ptr = torch.tensor([0, 3, 3, 5, 5, 9])
+    ref = torch.stack([src[index == k].sum(0) for k in range(5)])
+    torch.testing.assert_close(scatter_sum(src, index, 5, backend="torch"), ref)
+    torch.testing.assert_close(segment_sum(src, ptr, backend="torch"), ref)
+
+
+def test_bad_inputs_raise():
+    src = torch.randn(4, 2)
+    with pytest.raises(ValueError, match="index"):
+        scatter_sum(src, torch.zeros(3, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="ptr"):
+        segment_sum(src, torch.tensor([0, 2, 3]))
+    with pytest.raises(ValueError, match="ptr"):
+        segment_sum(src, torch.tensor([0, 3, 2, 4]))
+    edge_index, _ = _graph(3, 5)
+    with pytest.raises(ValueError, match="inconsistent"):
+        spatial_message(torch.randn(5, 2, 4), torch.randn(3, 6), torch.randn(3, 2, 6), edge_index, 3)
+    with pytest.raises(ValueError, match="edge_index"):
+        spatial_message(torch.randn(4, 2, 4), torch.randn(4, 6), torch.randn(3, 2, 6), edge_index, 3)
+
+
+def test_spatial_message_torch_matches_naive():
+    edge_index, g = _graph(5, 17)
+    phi = torch.randn(17, 3, 4, dtype=torch.float64, generator=g)
+    weight = torch.randn(4, 6, dtype=torch.float64, generator=g)
+    h = torch.randn(5, 3, 6, dtype=torch.float64, generator=g)
+    ref = _naive_message(phi, weight, h, edge_index, 5)
+    torch.testing.assert_close(spatial_message(phi, weight, h, edge_index, 5, backend="torch"), ref)
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(edge_index[1], minlength=5).cumsum(0)])
+    torch.testing.assert_close(spatial_message(phi, weight, h, edge_index, 5, receiver_ptr=ptr, backend="torch"), ref)
+
+
+def test_spatial_message_torch_gradgradcheck():
+    edge_index, g = _graph(4, 9)
+    phi = torch.randn(9, 2, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(3, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    h = torch.randn(4, 2, 4, dtype=torch.float64, generator=g, requires_grad=True)
+
+    def fn(p, w, x):
+        return spatial_message(p, w, x, edge_index, 4, backend="torch")
+
+    assert torch.autograd.gradcheck(fn, (phi, weight, h), fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, (phi, weight, h), fast_mode=True)
+
+
+def test_edge_plan_cached_per_tensor():
+    edge_index, _ = _graph(6, 20)
+    plan = edge_plan(edge_index, 6)
+    assert edge_plan(edge_index, 6) is plan
+    assert plan.receiver_perm is None
+    torch.testing.assert_close(plan.receiver_ptr[-1], torch.tensor(20))
+    edge_index[1, :] = edge_index[1].flip(0)  # in-place change -> new version -> new (unsorted) plan
+    plan2 = edge_plan(edge_index, 6)
+    assert plan2 is not plan and plan2.receiver_perm is not None
+    assert torch.equal(edge_index[1][plan2.receiver_perm], torch.sort(edge_index[1]).values)
+    ptr, perm = plan2.sender_csr(6)
+    assert torch.equal(edge_index[0][perm], torch.sort(edge_index[0]).values)
+    assert int(ptr[-1]) == 20
