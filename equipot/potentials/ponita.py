@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.message import spatial_message
-from .radial import GaussianBasis, polynomial_envelope
+from .radial import BesselBasis, GaussianBasis, polynomial_envelope
 from .registry import register_backbone
 from .sphere import fibonacci_grid, legendre, sphere_invariants
 
@@ -41,7 +41,9 @@ class PonitaConfig:
         hidden: channels C per orientation.
         layers: number of convolution layers.
         grid_size: orientations O on the sphere (Fibonacci grid); ignored when r3_only.
-        basis_size: Gaussians in the distance |r|.
+        basis_size: radial functions of the distance |r|.
+        radial_basis: "gaussian" (evenly spaced Gaussians on [0, cutoff]) or "bessel"
+            (sin(k pi r / c) / r, as in NequIP/MACE).
         angular_degree: highest Legendre degree L in o·r̂ (edges) and o·p (sphere kernel).
             Low degrees keep features smooth on the sphere, so that a small grid integrates
             them accurately: with Gaussian bases of o·r instead, a trained model's rotation
@@ -59,6 +61,7 @@ class PonitaConfig:
     layers: int = 3
     grid_size: int = 12
     basis_size: int = 16
+    radial_basis: str = "gaussian"
     angular_degree: int = 3
     kernel_dim: int = 16
     widening: int = 4
@@ -113,7 +116,12 @@ class Ponita(nn.Module):
         grid = fibonacci_grid(1 if config.r3_only else config.grid_size)
         self.register_buffer("grid", grid.to(torch.get_default_dtype()))
         self.embed = nn.Embedding(num_species, c)
-        self.basis = GaussianBasis(n, 0.0, cutoff)
+        if config.radial_basis == "bessel":
+            self.basis = BesselBasis(n, cutoff)
+        elif config.radial_basis == "gaussian":
+            self.basis = GaussianBasis(n, 0.0, cutoff)
+        else:
+            raise ValueError(f"radial_basis must be 'bessel' or 'gaussian', got {config.radial_basis!r}")
         n_angular = 1 if config.r3_only else config.angular_degree + 1
         self.edge_embed = nn.Sequential(nn.Linear(n * n_angular, config.kernel_dim), nn.SiLU())
         use_sphere = not config.r3_only and config.grid_size > 1
