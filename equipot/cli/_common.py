@@ -1,0 +1,64 @@
+"""Helpers shared by the model commands (eval, md, optimize, export)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def add_model_options(parser: argparse.ArgumentParser, dtype: str = "float64") -> None:
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default=dtype, choices=sorted(DTYPES), help="floating-point precision")
+
+
+def device_of(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:N)") from None
+
+
+def load_model_file(path: str):
+    """A model from a model file, or from a run directory (its model.pt)."""
+    from ..potentials.base import load_model
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.pt"
+    if not p.exists():
+        raise FileNotFoundError(f"model file {p} does not exist")
+    return load_model(p)
+
+
+def read_structure(path: str, index: str | int = -1):
+    """One structure (ase.Atoms) from any file ASE reads (FileNotFoundError / ValueError naming the file)."""
+    import ase.io
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"structure file {p} does not exist")
+    try:
+        atoms = ase.io.read(p, index=index)
+    except Exception as exc:  # ase raises many kinds; the user needs the file name and the reason
+        raise ValueError(f"{p}: cannot read a structure ({type(exc).__name__}: {exc})") from None
+    if isinstance(atoms, list):
+        atoms = atoms[-1]
+    if len(atoms) == 0:
+        raise ValueError(f"{p}: the structure has no atoms")
+    return atoms
+
+
+def check_elements(model, atoms, where: str) -> None:
+    """ValueError naming the first atom of an element the model does not know."""
+    known = set(model.config.elements)
+    for k, z in enumerate(atoms.numbers):
+        if int(z) not in known:
+            from ase.data import chemical_symbols
+
+            raise ValueError(f"{where}: atom {k} is {chemical_symbols[int(z)]} (Z={int(z)}), an element the model "
+                             f"was not trained on (it knows Z = {sorted(known)})")

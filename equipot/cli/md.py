@@ -1,0 +1,108 @@
+"""``equipot md MODEL STRUCTURE``: molecular dynamics with ASE and EquiCalc."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ._common import DTYPES, add_model_options, check_elements, device_of, load_model_file, read_structure
+
+HELP = "run molecular dynamics (Langevin NVT or velocity-Verlet NVE) and write a trajectory"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="model file (model.pt) or a training run directory")
+    parser.add_argument("structure", metavar="STRUCTURE", help="starting structure, any file ASE reads (last frame)")
+    parser.add_argument("--steps", type=int, default=1000, help="number of MD steps")
+    parser.add_argument("--dt", type=float, default=0.5, help="time step, fs")
+    parser.add_argument("--temperature", type=float, default=300.0,
+                        help="temperature, K: initial Maxwell-Boltzmann velocities and the Langevin bath")
+    parser.add_argument("--thermostat", choices=("langevin", "nve"), default="langevin",
+                        help="langevin (NVT) or nve (velocity Verlet, no thermostat)")
+    parser.add_argument("--friction", type=float, default=0.01, help="Langevin friction, 1/fs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial velocities and Langevin noise")
+    parser.add_argument("-o", "--output", default="md.traj",
+                        help="trajectory file (.traj ASE trajectory, or .xyz/.extxyz)")
+    parser.add_argument("--interval", type=int, default=10, help="write every this many steps")
+    parser.add_argument("--skin", type=float, default=0.5, help="Verlet neighbour-list skin, Å")
+    add_model_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from ase import units
+    from ase.md import velocitydistribution as vd
+    from ase.md.langevin import Langevin
+    from ase.md.verlet import VelocityVerlet
+
+    from ..calculators.ase import EquiCalc
+
+    if args.steps < 0 or args.dt <= 0 or args.interval < 1:
+        raise ValueError("--steps must be >= 0, --dt > 0 fs and --interval >= 1")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0 K, got {args.temperature}")
+    model = load_model_file(args.model)
+    atoms = read_structure(args.structure)
+    check_elements(model, atoms, args.structure)
+    atoms.calc = EquiCalc(model, device=device_of(args.device), dtype=DTYPES[args.dtype], skin=args.skin)
+    rng = np.random.default_rng(args.seed)
+    if args.temperature > 0:
+        # thermalize_momenta replaces MaxwellBoltzmannDistribution from ASE 3.29 on
+        thermalize = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
+        thermalize(atoms, temperature_K=args.temperature, rng=rng)
+        vd.Stationary(atoms)
+        if not atoms.pbc.any():
+            vd.ZeroRotation(atoms)
+    dt = args.dt * units.fs
+    if args.thermostat == "langevin":
+        from ase.constraints import FixCom
+
+        # fixcm=True is deprecated (it biases the NVT distribution); FixCom keeps the centre of mass instead
+        atoms.set_constraint(FixCom())
+        dyn = Langevin(atoms, dt, temperature_K=args.temperature, friction=args.friction / units.fs, rng=rng,
+                       fixcm=False)
+    else:
+        dyn = VelocityVerlet(atoms, dt)
+    out = Path(args.output)
+    writer = _trajectory_writer(out, atoms)
+    dyn.attach(writer, interval=args.interval)
+    totals: list[float] = []
+    times: list[float] = []
+    n = len(atoms)
+
+    def record() -> None:
+        totals.append(atoms.get_total_energy() / n)
+        times.append(dyn.get_time() / (1000 * units.fs))
+
+    dyn.attach(record, interval=1)
+    record()
+    t0 = time.perf_counter()
+    dyn.run(args.steps)
+    wall = time.perf_counter() - t0
+    if hasattr(writer, "close"):
+        writer.close()
+    totals_arr, times_arr = np.asarray(totals), np.asarray(times)
+    drift = float(np.polyfit(times_arr, totals_arr, 1)[0]) if len(totals_arr) > 2 else 0.0
+    print(f"{args.steps} steps of {args.dt} fs ({args.thermostat}, {n} atoms) in {wall:.2f} s: "
+          f"{args.steps / max(wall, 1e-9):.1f} steps/s")
+    print(f"total energy: start {totals_arr[0]:.6f} eV/atom, end {totals_arr[-1]:.6f} eV/atom, "
+          f"drift {drift * 1000:.3f} meV/atom/ps (linear fit), temperature at end {atoms.get_temperature():.1f} K")
+    print(f"neighbour-list builds: {atoms.calc.neighbors.rebuilds}; trajectory written to {out}")
+    return 0
+
+
+def _trajectory_writer(path: Path, atoms):
+    if path.suffix == ".traj":
+        from ase.io.trajectory import Trajectory
+
+        return Trajectory(str(path), "w", atoms)
+    import ase.io
+
+    if path.exists():
+        path.unlink()
+
+    class _Append:
+        def __call__(self) -> None:
+            ase.io.write(str(path), atoms, append=True)
+
+    return _Append()

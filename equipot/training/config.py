@@ -1,0 +1,486 @@
+"""Training configuration: a YAML file mapped onto dataclasses, with dotted overrides.
+
+A config has three sections::
+
+    model:                      # ModelSection fields + the backbone's own options
+      backbone: ponita
+      cutoff: 5.0
+      hidden: 64                # -> PonitaConfig.hidden (validated against the backbone)
+    data:                       # DataSection
+      train_file: ethanol.h5
+      train_split: train
+      valid_size: 50
+    train:                      # TrainSection
+      lr: 5.0e-3
+      epochs: 200
+
+Command-line overrides are ``section.key=value`` with the value parsed by
+``yaml.safe_load`` (``train.lr=5e-4``, ``model.elements=[1,6,8]``, ``train.ema_decay=null``).
+Unknown keys raise ``ValueError`` naming the key and listing the valid ones.
+:func:`config_to_dict` gives the resolved config (every default filled in, backbone options
+included) that is saved as ``config.yaml`` in the run directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import yaml
+
+SECTIONS = ("model", "data", "train")
+
+
+@dataclass
+class ModelSection:
+    """The model to build.
+
+    Attributes:
+        backbone: registered backbone name (``ponita``, ``lieconv``, ...).
+        cutoff: interaction cutoff, Å.
+        elements: atomic numbers the model knows; null = the elements of the training data.
+        atomic_energies: per-element reference energies: ``fit`` (least squares on the training
+            split), ``zero``, or a mapping {atomic number: eV}.
+        scale: eV multiplying the backbone output: a number, ``rms_forces`` (RMS of the training
+            force components) or ``std`` (RMS per-atom residual energy after the reference fit).
+        shift: eV added to every atom's energy.
+        avg_num_neighbors: a number, or ``auto`` (mean over the training split).
+        options: the backbone's own options (in YAML written directly in the ``model`` section).
+    """
+
+    backbone: str = "ponita"
+    cutoff: float = 5.0
+    elements: list[int] | None = None
+    atomic_energies: Any = "fit"
+    scale: Any = "rms_forces"
+    shift: float = 0.0
+    avg_num_neighbors: Any = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    """Where the frames come from (equipot HDF5 files; see ``equipot convert``).
+
+    Attributes:
+        train_file: HDF5 file with the training frames.
+        train_split: named split of ``train_file`` used for training (null = all frames).
+        valid_file: HDF5 file with validation frames (default ``train_file``).
+        valid_split: named split for validation; when neither ``valid_file`` nor ``valid_split``
+            is given, ``valid_size`` frames are drawn at random (seed ``seed``) from the training frames.
+        valid_size: fraction (< 1) or number of training frames held out for validation.
+        n_train: use at most this many training frames (a seeded random subset).
+        n_valid: use at most this many validation frames.
+        test_file: HDF5 file evaluated once with the final model (default ``train_file`` when
+            ``test_split`` is given).
+        test_split: named split for the final test.
+        batch_size: structures per optimiser step (global: divided among DDP ranks).
+        valid_batch_size: structures per validation batch (per rank).
+        num_workers: DataLoader worker processes building neighbour lists.
+        seed: seed of the random train/validation split and subsets.
+        stats_frames: frames used for avg_num_neighbors/min_pair_distance/force RMS (null = all).
+    """
+
+    train_file: str | None = None
+    train_split: str | None = None
+    valid_file: str | None = None
+    valid_split: str | None = None
+    valid_size: float = 0.05
+    n_train: int | None = None
+    n_valid: int | None = None
+    test_file: str | None = None
+    test_split: str | None = None
+    batch_size: int = 5
+    valid_batch_size: int = 16
+    num_workers: int = 0
+    seed: int = 0
+    stats_frames: int | None = None
+
+
+@dataclass
+class TrainSection:
+    """The optimisation.
+
+    Attributes:
+        run_dir: directory for config.yaml, metrics.csv, checkpoint.pt, model.pt, plots.
+        seed: seeds model initialisation and the data order.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (cuda when available).
+        dtype: ``float64`` or ``float32`` (model and data).
+        epochs: passes over the training frames.
+        max_steps: stop after this many optimiser steps (null = no limit).
+        max_time: stop after this many seconds of training (null = no limit).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW decoupled weight decay.
+        amsgrad: use the AMSGrad variant.
+        warmup_steps: linear warm-up of the learning rate over this many steps.
+        scheduler: ``plateau`` (ReduceLROnPlateau on the monitored score), ``cosine`` (to
+            ``min_lr`` at the last step; needs ``max_steps`` or ``epochs``) or ``constant``.
+        plateau_factor: learning-rate factor when the score stops improving.
+        plateau_patience: validations without improvement before the rate is reduced.
+        min_lr: lower bound of the learning rate.
+        clip_grad_norm: clip the global gradient norm to this (null = no clipping).
+        ema_decay: exponential moving average of the weights (null = off); the EMA weights are
+            the ones validated and saved.
+        energy_weight: weight of the per-atom energy MSE ((eV/atom)^2).
+        forces_weight: weight of the force-component MSE ((eV/Å)^2).
+        stress_weight: weight of the stress MSE ((eV/Å^3)^2), used when the data has stress.
+        property: train the model's per-structure output on this property (e.g. ``U0``, ``gap``)
+            instead of energy and forces.
+        property_weight: weight of the property MSE.
+        loss: ``mse`` or ``huber``.
+        huber_delta: Huber transition point (in the target's unit).
+        monitor: validation score for best model, plateau and early stopping: ``loss``,
+            ``energy_mae``, ``forces_mae`` or ``<property>_mae``.
+        patience: stop after this many validations without improvement (null = never).
+        valid_every: validate every this many epochs.
+        checkpoint_every: write checkpoint.pt every this many steps (0 = only at the end).
+        progress: show a progress bar per epoch (only on a terminal).
+    """
+
+    run_dir: str = "runs/equipot"
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float64"
+    epochs: int = 100
+    max_steps: int | None = None
+    max_time: float | None = None
+    lr: float = 5e-3
+    weight_decay: float = 0.0
+    amsgrad: bool = True
+    warmup_steps: int = 50
+    scheduler: str = "plateau"
+    plateau_factor: float = 0.8
+    plateau_patience: int = 5
+    min_lr: float = 1e-6
+    clip_grad_norm: float | None = 10.0
+    ema_decay: float | None = 0.99
+    energy_weight: float = 1.0
+    forces_weight: float = 100.0
+    stress_weight: float = 1.0
+    property: str | None = None
+    property_weight: float = 1.0
+    loss: str = "mse"
+    huber_delta: float = 0.01
+    monitor: str = "loss"
+    patience: int | None = None
+    valid_every: int = 1
+    checkpoint_every: int = 500
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    """The whole training configuration (see the module docstring)."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    def validate(self) -> None:
+        """Check values that a type alone cannot (ValueError naming the key)."""
+        t, d, m = self.train, self.data, self.model
+        choices = {
+            "train.dtype": (t.dtype, ("float32", "float64")),
+            "train.scheduler": (t.scheduler, ("plateau", "cosine", "constant")),
+            "train.loss": (t.loss, ("mse", "huber")),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+        positive = {"model.cutoff": m.cutoff, "train.lr": t.lr, "data.batch_size": d.batch_size,
+                    "data.valid_batch_size": d.valid_batch_size, "train.valid_every": t.valid_every}
+        for key, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{key} must be positive, got {value}")
+        nonneg = {"train.epochs": t.epochs, "train.warmup_steps": t.warmup_steps,
+                  "train.checkpoint_every": t.checkpoint_every, "data.num_workers": d.num_workers,
+                  "train.weight_decay": t.weight_decay, "data.valid_size": d.valid_size}
+        for key, value in nonneg.items():
+            if value < 0:
+                raise ValueError(f"{key} must be >= 0, got {value}")
+        if t.ema_decay is not None and not 0.0 <= t.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1) or null, got {t.ema_decay}")
+        if not 0.0 < t.plateau_factor < 1.0:
+            raise ValueError(f"train.plateau_factor must be in (0, 1), got {t.plateau_factor}")
+        if isinstance(m.scale, str) and m.scale not in ("rms_forces", "std"):
+            raise ValueError(f"model.scale: {m.scale!r} is not a number, 'rms_forces' or 'std'")
+        if isinstance(m.avg_num_neighbors, str) and m.avg_num_neighbors != "auto":
+            raise ValueError(f"model.avg_num_neighbors: {m.avg_num_neighbors!r} is not a number or 'auto'")
+        if isinstance(m.atomic_energies, str) and m.atomic_energies not in ("fit", "zero"):
+            raise ValueError(f"model.atomic_energies: {m.atomic_energies!r} is not 'fit', 'zero' or a mapping")
+        if isinstance(m.atomic_energies, dict):
+            try:
+                m.atomic_energies = {int(z): float(e) for z, e in m.atomic_energies.items()}
+            except (TypeError, ValueError):
+                raise ValueError("model.atomic_energies: a mapping must be {atomic number: energy in eV}") from None
+        elif not isinstance(m.atomic_energies, str):
+            raise ValueError(f"model.atomic_energies: expected 'fit', 'zero' or a mapping, got {m.atomic_energies!r}")
+        for key in ("scale", "avg_num_neighbors"):
+            value = getattr(m, key)
+            if not isinstance(value, str) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"model.{key}: expected a number or a keyword, got {value!r}")
+        if d.train_file is None:
+            raise ValueError("data.train_file is not set (give it in the config or as data.train_file=PATH)")
+
+
+# --------------------------------------------------------------------------- type coercion
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; int -> float is allowed. ValueError names ``key``."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ValueError as exc:
+                errors.append(exc)
+        raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(v, item, f"{key}[{k}]") for k, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"{key}: expected a string, got {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _backbone_config_class(name: str) -> type:
+    from ..potentials.registry import get_backbone
+
+    return get_backbone(name)[1]
+
+
+def _fill_section(obj: Any, values: dict[str, Any], section: str) -> None:
+    hints = _hints(type(obj))
+    names = [f.name for f in fields(obj)]
+    for key, value in values.items():
+        if key not in names or (section == "model" and key == "options"):
+            continue
+        setattr(obj, key, _coerce(value, hints[key], f"{section}.{key}"))
+    unknown = [k for k in values if k not in names]
+    if section != "model" and unknown:
+        raise ValueError(f"unknown config key '{section}.{unknown[0]}' (valid keys in '{section}': {', '.join(names)})")
+
+
+def _fill_model(model: ModelSection, values: dict[str, Any]) -> None:
+    values = dict(values)
+    options = dict(values.pop("options", None) or {})
+    _fill_section(model, values, "model")
+    own = {f.name for f in fields(ModelSection)}
+    options.update({k: v for k, v in values.items() if k not in own})
+    model.options = validate_backbone_options(model.backbone, options)
+
+
+def validate_backbone_options(backbone: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Check ``options`` against the backbone's config dataclass; return them type-coerced.
+
+    ValueError names an unknown key as ``model.<key>`` and lists the valid ones.
+    """
+    cls = _backbone_config_class(backbone)
+    hints = _hints(cls)
+    valid = [f.name for f in fields(cls)]
+    out = {}
+    for key, value in options.items():
+        if key not in valid:
+            own = [f.name for f in fields(ModelSection) if f.name != "options"]
+            raise ValueError(
+                f"unknown config key 'model.{key}' (model keys: {', '.join(own)}; "
+                f"backbone '{backbone}' options: {', '.join(valid)})"
+            )
+        out[key] = _coerce(value, hints[key], f"model.{key}")
+    return out
+
+
+def config_from_dict(values: dict[str, Any] | None) -> Config:
+    """Build a :class:`Config` from nested dicts (sections model/data/train)."""
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"a config must be a mapping with sections {', '.join(SECTIONS)}, got {type(values).__name__}")
+    unknown = [k for k in values if k not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown config section '{unknown[0]}' (sections: {', '.join(SECTIONS)})")
+    config = Config()
+    for name in SECTIONS:
+        section = values.get(name) or {}
+        if not isinstance(section, dict):
+            raise ValueError(f"config section '{name}' must be a mapping, got {section!r}")
+        if name == "model":
+            _fill_model(config.model, section)
+        else:
+            _fill_section(getattr(config, name), section, name)
+    return config
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=5e-4"`` -> (["train", "lr"], 0.0005); values are parsed by ``yaml.safe_load``."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    if len(path) < 2 or not all(path):
+        raise ValueError(f"override {text!r}: the key must be section.key (e.g. train.lr=5e-4)")
+    if path[0] not in SECTIONS:
+        raise ValueError(f"unknown config section '{path[0]}' in override {text!r} (sections: {', '.join(SECTIONS)})")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    # yaml 1.1 reads "5e-4" (no dot) as a string; users mean a number.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in "eE.") else value
+        except ValueError:
+            pass
+    return path, value
+
+
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to nested config dicts (in place; also returned)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = values
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ValueError(f"override {text!r}: '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return values
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML config file into nested dicts (FileNotFoundError / ValueError naming the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    if values is not None and not isinstance(values, dict):
+        raise ValueError(f"{path}: a config must be a mapping with sections {', '.join(SECTIONS)}")
+    return values or {}
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (or start from the defaults), apply overrides, validate."""
+    values = read_yaml(path) if path is not None else {}
+    where = f" in {path}" if path is not None else ""
+    try:
+        config = config_from_dict(apply_overrides(values, overrides))
+    except ValueError as exc:
+        raise ValueError(f"{exc}{where}") from None
+    config.validate()
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The resolved config as nested plain dicts: every default filled in, backbone options flattened
+    into ``model`` (so the result can be read back by :func:`config_from_dict`)."""
+    out = dataclasses.asdict(config)
+    model = out["model"]
+    options = model.pop("options")
+    try:
+        cls = _backbone_config_class(config.model.backbone)
+        resolved = dataclasses.asdict(cls(**options))
+    except (ValueError, TypeError):
+        resolved = options
+    model.update(resolved)
+    return out
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """``name: text`` entries of the Attributes section of a dataclass docstring."""
+    docs: dict[str, str] = {}
+    current = None
+    for line in (cls.__doc__ or "").splitlines():
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if indent == 8 and ":" in stripped and stripped.split(":", 1)[0].isidentifier():
+            current, text = stripped.split(":", 1)
+            docs[current] = text.strip()
+        elif current and indent > 8 and stripped:
+            docs[current] += " " + stripped
+        elif not stripped:
+            current = None
+    return docs
+
+
+def describe_config(backbone: str | None = "ponita") -> str:
+    """Every config key with its default and description (for ``equipot train --help``)."""
+    lines = []
+    for name, cls in (("model", ModelSection), ("data", DataSection), ("train", TrainSection)):
+        docs = _attribute_docs(cls)
+        lines.append(f"{name}:")
+        for f in fields(cls):
+            if f.name == "options":
+                continue
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            lines.append(f"  {name}.{f.name} = {default!r}: {docs.get(f.name, '')}")
+        if name == "model" and backbone is not None:
+            try:
+                bcls = _backbone_config_class(backbone)
+            except ValueError:
+                continue
+            bdocs = _attribute_docs(bcls)
+            lines.append(f"  backbone options of '{backbone}' (model.<option>):")
+            for f in fields(bcls):
+                default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+                lines.append(f"  model.{f.name} = {default!r}: {bdocs.get(f.name, '')}")
+    return "\n".join(lines)
+
+
+def save_config(config: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    os.replace(tmp, path)

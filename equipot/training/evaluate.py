@@ -1,0 +1,112 @@
+"""Evaluate a model on a dataset: errors per target, the loss, and (optionally) the predictions."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..data.loader import make_loader
+from ..potentials.base import Potential
+from .distributed import DistInfo, all_reduce_sum
+from .losses import LossWeights, combine, loss_terms
+from .metrics import ErrorStats, metric_keys
+
+
+@dataclass
+class Evaluation:
+    """Result of :func:`evaluate`: ``metrics`` (``<key>_mae``, ``<key>_rmse`` in eV, eV/Å or the
+    property's unit, and ``loss``) and, when asked, ``predictions`` (numpy arrays)."""
+
+    metrics: dict[str, float]
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def available_targets(dataset: Dataset) -> set[str]:
+    names = set()
+    for name in ("energy", "forces", "stress"):
+        if dataset.has(name):
+            names.add(name)
+    return names | set(dataset.property_names())
+
+
+def evaluate(
+    model: Potential,
+    dataset: Dataset,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float64,
+    weights: LossWeights | None = None,
+    property_name: str | None = None,
+    num_workers: int = 0,
+    keep_predictions: bool = False,
+    dist_info: DistInfo | None = None,
+) -> Evaluation:
+    """Errors of ``model`` on ``dataset`` (MAE/RMSE per target) and the weighted loss.
+
+    Forces are computed when the data has forces, stress when it has stress. With ``dist_info``
+    each rank passes its own share of the frames and the sums are all-reduced.
+    ``keep_predictions`` returns ``energy``/``energy_ref`` [M] eV, ``num_atoms`` [M], the structures
+    (``numbers`` [sum N], ``positions`` [sum N, 3] Å, ``cell`` [M, 3, 3], ``pbc`` [M, 3]),
+    ``forces``/``forces_ref`` [sum N, 3] eV/Å, ``stress``/``stress_ref`` [M, 3, 3] and, for a
+    property model, ``<property>``/``<property>_ref`` [M].
+    """
+    info = dist_info or DistInfo()
+    weights = weights or LossWeights(property_name=property_name)
+    targets_here = available_targets(dataset)
+    want_forces = property_name is None and "forces" in targets_here
+    want_stress = property_name is None and "stress" in targets_here
+    keys = metric_keys(targets_here, property_name, with_forces=want_forces)
+    stats = ErrorStats(keys)
+    terms = weights.terms(targets_here)
+    loss_sums = torch.zeros(2 * len(terms), dtype=torch.float64)
+    preds: dict[str, list[np.ndarray]] = {}
+    model.eval()
+    loader = make_loader(dataset, model.cutoff, batch_size, shuffle=False, num_workers=num_workers, dtype=dtype)
+    for graph, targets in loader:
+        graph = graph.to(device, dtype)
+        targets = {k: v.to(device) for k, v in targets.items()}
+        with torch.enable_grad():
+            out = model(graph, compute_forces=want_forces, compute_stress=want_stress)
+        out = {k: v.detach() for k, v in out.items()}
+        stats.update(out, targets, graph, property_name)
+        if terms:
+            sums, counts = loss_terms(out, targets, graph, weights, terms)
+            for t, name in enumerate(terms):
+                loss_sums[2 * t] += float(sums[name])
+                loss_sums[2 * t + 1] += float(counts[name])
+        if keep_predictions:
+            _collect(preds, out, targets, graph, property_name)
+    if info.enabled:
+        stats.set_tensor(all_reduce_sum(stats.as_tensor(), info))
+        loss_sums = all_reduce_sum(loss_sums, info)
+    metrics = stats.compute()
+    if terms:
+        sums = {name: loss_sums[2 * t] for t, name in enumerate(terms)}
+        counts = {name: loss_sums[2 * t + 1] for t, name in enumerate(terms)}
+        metrics["loss"] = float(combine(sums, counts, weights)[0])
+    return Evaluation(metrics, {k: np.concatenate(v) for k, v in preds.items()})
+
+
+def _collect(preds: dict[str, list[np.ndarray]], out, targets, graph, property_name: str | None) -> None:
+    def put(name, value):
+        preds.setdefault(name, []).append(value.detach().cpu().double().numpy())
+
+    put("num_atoms", (graph.ptr[1:] - graph.ptr[:-1]))
+    put("numbers", graph.numbers)
+    put("positions", graph.positions)
+    put("cell", graph.cell)
+    put("pbc", graph.pbc)
+    if property_name is not None:
+        put(property_name, out["energy"])
+        put(f"{property_name}_ref", targets[property_name].reshape(-1))
+        return
+    put("energy", out["energy"])
+    if "energy" in targets:
+        put("energy_ref", targets["energy"])
+    for key in ("forces", "stress"):
+        if key in out:
+            put(key, out[key])
+            if key in targets:
+                put(f"{key}_ref", targets[key])

@@ -1,0 +1,512 @@
+"""The training loop: AdamW, warm-up + plateau/cosine schedule, clipping, EMA, early stopping,
+atomic checkpoints, exact resume and DistributedDataParallel.
+
+Run directory (``train.run_dir``)::
+
+    config.yaml          the resolved config (every default filled in)
+    metrics.csv          one row per validation (epoch, step, time, lr, losses, MAE/RMSE)
+    checkpoint.pt        full training state, every ``checkpoint_every`` steps and at the end
+    model.pt             EMA weights at the best validation score (``equipot.load_model``)
+    model_last.pt        EMA weights at the last step
+    predictions_valid.npz, predictions_test.npz   the final model's predictions (for plots)
+    summary.json         final metrics, steps, time
+
+Resuming (``--resume RUN_DIR``) restores model, optimiser, schedule, EMA, RNG states, the
+position in the seeded data order and the running sums, so a run killed at any point and
+resumed ends with the same weights as one that was never interrupted (on the CPU, where the
+arithmetic is deterministic).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.loader import make_loader
+from ..potentials.base import Potential, PotentialConfig, save_model
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import Config, config_from_dict, config_to_dict, save_config
+from .data import (
+    Splits,
+    build_splits,
+    check_elements,
+    check_targets,
+    target_values,
+    training_statistics,
+)
+from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from .ema import EMA
+from .evaluate import available_targets, evaluate
+from .losses import LossWeights, combine, loss_terms
+from .metrics import MetricsCSV, epoch_line, format_table
+from .sampler import EpochSampler
+from .schedule import LRSchedule
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; under DDP on CUDA each rank takes ``cuda:LOCAL_RANK``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device is {name!r} but CUDA is not available (use train.device=cpu)")
+        if info is not None and info.enabled and name == "cuda":
+            name = f"cuda:{info.local_rank}"
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"train.device: {name!r} is not a torch device (cpu, cuda, cuda:N, auto)") from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Train a :class:`~equipot.potentials.Potential` as ``config`` says.
+
+    ``resume=True`` continues the run in ``config.train.run_dir`` from its ``checkpoint.pt``.
+    ``log`` receives the per-epoch lines (rank 0 only).
+    """
+
+    def __init__(self, config: Config, resume: bool = False, log: Callable[[str], None] | None = None):
+        self.config = config
+        self.resume = resume
+        self.log_fn = log or (lambda s: print(s, flush=True))
+        tc = config.train
+        self.dist = init_distributed(tc.device if tc.device != "auto" else
+                                     ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(tc.device, self.dist)
+        self.dtype = DTYPES[tc.dtype]
+        self.run_dir = Path(tc.run_dir)
+        self.weights = LossWeights(
+            energy=tc.energy_weight, forces=tc.forces_weight, stress=tc.stress_weight,
+            property=tc.property_weight, property_name=tc.property, kind=tc.loss, huber_delta=tc.huber_delta,
+        )
+        world = self.dist.world_size
+        if config.data.batch_size % world:
+            raise ValueError(f"data.batch_size {config.data.batch_size} (global) is not divisible by the "
+                             f"{world} DDP processes")
+        self.local_batch = config.data.batch_size // world
+        checkpoint_path = self.run_dir / "checkpoint.pt"
+        self._state = None
+        if resume:
+            self._state = load_checkpoint(checkpoint_path, map_location="cpu")
+        elif checkpoint_path.exists():
+            raise FileExistsError(f"{self.run_dir} already holds a training run (checkpoint.pt); resume it "
+                                  f"with --resume {self.run_dir} or choose another train.run_dir")
+        seed_everything(tc.seed)
+        self.splits: Splits = build_splits(config.data)
+        self._check_data()
+        self.model = self._build_model()
+        self.model.to(device=self.device, dtype=self.dtype)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                           amsgrad=tc.amsgrad)
+        self.sampler = EpochSampler(len(self.splits.train), seed=tc.seed, shuffle=True,
+                                    rank=self.dist.rank, world_size=world)
+        self.steps_per_epoch = len(self.sampler) // self.local_batch + (len(self.sampler) % self.local_batch > 0)
+        total = tc.max_steps or tc.epochs * self.steps_per_epoch
+        if tc.max_steps:
+            total = min(total, tc.epochs * self.steps_per_epoch)
+        self.total_steps = total
+        self.schedule = LRSchedule(self.optimizer, tc.lr, tc.warmup_steps, tc.scheduler, tc.plateau_factor,
+                                   tc.plateau_patience, tc.min_lr, total_steps=total)
+        self.ema = EMA(self.model, tc.ema_decay) if tc.ema_decay is not None else None
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.epoch_loss = [0.0, 0]  # sum of step losses, steps (this epoch)
+        self.best = math.inf
+        self.best_step = 0
+        self.bad = 0
+        self.elapsed = 0.0
+        self._t0: float | None = None
+        self.finished = False
+        if self._state is not None:
+            self._restore(self._state)
+        self.ddp_model: nn.Module = self.model
+        if self.dist.enabled:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.targets = available_targets(self.splits.train)
+        self.terms = self.weights.terms(self.targets)
+        if not self.terms:
+            raise ValueError(f"{self.splits.train.path}: no loss term applies (targets in the data: "
+                             f"{', '.join(sorted(self.targets)) or 'none'}; check the train.*_weight values)")
+        self._check_monitor()
+        self.need_forces = "forces" in self.terms
+        self.need_stress = "stress" in self.terms
+        self.csv = MetricsCSV(self.run_dir / "metrics.csv", self._csv_columns())
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.run_dir / "config.yaml")
+            if resume:
+                self.csv.truncate_after(self.step)
+        barrier(self.dist)
+
+    # ------------------------------------------------------------------ set-up
+    def log(self, text: str) -> None:
+        if self.dist.is_main:
+            self.log_fn(text)
+
+    def _check_data(self) -> None:
+        prop = self.config.train.property
+        check_targets(self.splits.train, prop, "training")
+        if self.splits.valid is not None:
+            check_targets(self.splits.valid, prop, "validation")
+
+    def _check_monitor(self) -> None:
+        from .metrics import metric_keys
+
+        prop = self.config.train.property
+        keys = metric_keys(self.targets, prop)
+        valid = ["loss"] + [f"{k}_{m}" for k in keys for m in ("mae", "rmse")]
+        if self.config.train.monitor not in valid:
+            raise ValueError(f"train.monitor: {self.config.train.monitor!r} is not a validation metric of this "
+                             f"data (choose one of {', '.join(valid)})")
+
+    @property
+    def eval_model(self) -> Potential:
+        """The weights that are validated and saved: the EMA when on, else the trained ones."""
+        return self.ema.shadow if self.ema is not None else self.model
+
+    def _build_model(self) -> Potential:
+        mc, tc = self.config.model, self.config.train
+        if self._state is not None:
+            known = {f.name for f in fields(PotentialConfig)}
+            pcfg = PotentialConfig(**{k: v for k, v in self._state["potential_config"].items() if k in known})
+            return Potential(pcfg)
+        train = self.splits.train
+        stats = training_statistics(train, mc.cutoff, self.config.data.stats_frames, self.config.data.seed)
+        file_elements = train.elements()
+        elements = list(mc.elements) if mc.elements is not None else sorted(set(file_elements) | set(stats.elements))
+        for ds, what in ((train, "training"), (self.splits.valid, "validation"), (self.splits.test, "test")):
+            if ds is not None:
+                check_elements(ds, elements, what)
+        avg = stats.avg_num_neighbors if mc.avg_num_neighbors == "auto" else float(mc.avg_num_neighbors)
+        pcfg = PotentialConfig(
+            backbone=mc.backbone, elements=elements, cutoff=mc.cutoff, backbone_options=dict(mc.options),
+            shift=mc.shift, avg_num_neighbors=max(avg, 1e-3), min_pair_distance=stats.min_pair_distance,
+        )
+        model = Potential(pcfg)
+        values = target_values(train, tc.property)
+        numbers = train.numbers_per_frame()
+        if isinstance(mc.atomic_energies, dict):
+            missing = [z for z in elements if z not in mc.atomic_energies]
+            if missing:
+                raise ValueError(f"model.atomic_energies has no entry for element Z={missing[0]}")
+            model.set_reference(atomic_energies=[mc.atomic_energies[z] for z in elements])
+        elif mc.atomic_energies == "fit" and values is not None:
+            model.fit_atomic_energies(numbers, values)
+        else:
+            model.set_reference(atomic_energies=[0.0] * len(elements))
+        model.set_reference(scale=self._scale(model, stats, numbers, values))
+        self.statistics = stats
+        return model
+
+    def _scale(self, model: Potential, stats, numbers, values) -> float:
+        mc = self.config.model
+        if not isinstance(mc.scale, str):
+            return float(mc.scale)
+        if mc.scale == "rms_forces" and stats.rms_forces and self.config.train.property is None:
+            return float(stats.rms_forces)
+        if values is None:
+            return 1.0
+        e0 = model.reference_energies().numpy()
+        index = {z: s for s, z in enumerate(model.config.elements)}
+        per_atom = []
+        for num, value in zip(numbers, values):
+            ref = sum(e0[index[int(z)]] for z in num)
+            per_atom.append((value - ref) / len(num))
+        rms = float(np.sqrt(np.mean(np.square(per_atom)))) if per_atom else 1.0
+        return rms if np.isfinite(rms) and rms > 1e-12 else 1.0
+
+    def _csv_columns(self) -> list[str]:
+        cols = ["epoch", "step", "time_s", "lr", "train_loss", "valid_loss"]
+        prop = self.config.train.property
+        names = [prop] if prop else [n for n in ("energy", "energy_per_atom", "forces", "stress")
+                                     if (n.startswith("energy") and "energy" in self.targets) or n in self.targets]
+        for n in names:
+            cols += [f"{n}_mae", f"{n}_rmse"]
+        return cols
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "epoch_loss": list(self.epoch_loss),
+            "best": self.best,
+            "best_step": self.best_step,
+            "bad": self.bad,
+            "elapsed": self.now_elapsed(),
+            "finished": self.finished,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": rng_state(),
+            "potential_config": asdict(self.model.config),
+            "config": config_to_dict(self.config),
+        }
+
+    def _restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.model.to(device=self.device, dtype=self.dtype)
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ValueError("the checkpoint has no EMA state but train.ema_decay is set")
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        for key in ("step", "epoch", "batch_in_epoch", "bad", "best_step"):
+            setattr(self, key, int(state[key]))
+        self.best = float(state["best"])
+        self.elapsed = float(state["elapsed"])
+        self.finished = bool(state.get("finished", False))
+        self.epoch_loss = [float(state["epoch_loss"][0]), int(state["epoch_loss"][1])]
+        set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / "checkpoint.pt", self.state_dict())
+
+    # ------------------------------------------------------------------ loop
+    def _train_step(self, graph, targets) -> float:
+        graph = graph.to(self.device, self.dtype)
+        targets = {k: v.to(self.device) for k, v in targets.items()}
+        self.model.train()
+        create = self.need_forces or self.need_stress
+        out = self.ddp_model(graph, compute_forces=self.need_forces, compute_stress=self.need_stress,
+                             create_graph=create)
+        sums, counts = loss_terms(out, targets, graph, self.weights, self.terms)
+        if self.dist.enabled:
+            stacked = all_reduce_sum(torch.stack([counts[t] for t in self.terms]), self.dist)
+            counts = {t: stacked[k] for k, t in enumerate(self.terms)}
+        loss, _ = combine(sums, counts, self.weights, self.dist.world_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.train.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_grad_norm)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise ValueError(f"the training loss became {value} at step {self.step}; lower train.lr or check "
+                             f"the data")
+        return value
+
+    def _loader(self):
+        return make_loader(self.splits.train, self.model.cutoff, self.local_batch, sampler=self.sampler,
+                           num_workers=self.config.data.num_workers, seed=self.config.train.seed,
+                           dtype=self.dtype)
+
+    def _valid_share(self):
+        valid = self.splits.valid
+        if valid is None or not self.dist.enabled:
+            return valid
+        return valid.subset(np.arange(self.dist.rank, len(valid), self.dist.world_size))
+
+    def validate(self) -> dict[str, float]:
+        share = self._valid_share()
+        if share is None:
+            return {}
+        return evaluate(self.eval_model, share, self.config.data.valid_batch_size, self.device, self.dtype,
+                        self.weights, self.config.train.property, self.config.data.num_workers,
+                        dist_info=self.dist).metrics
+
+    def now_elapsed(self) -> float:
+        """Seconds of training so far, over all sessions of this run."""
+        if self._t0 is None:
+            return self.elapsed
+        return self.elapsed + (time.perf_counter() - self._t0)
+
+    def _out_of_budget(self) -> bool:
+        tc = self.config.train
+        if tc.max_steps is not None and self.step >= tc.max_steps:
+            return True
+        return tc.max_time is not None and self.now_elapsed() >= tc.max_time
+
+    def fit(self) -> dict:
+        """Train until epochs, max_steps, max_time or early stopping; returns the summary dict."""
+        try:
+            if not self.finished:
+                self._loop()
+            return self._finish()
+        finally:
+            shutdown(self.dist)
+
+    def _loop(self) -> None:
+        from tqdm import tqdm
+
+        tc = self.config.train
+        if self.step == 0:
+            self.log(self._banner())
+        loader = self._loader()
+        self._t0 = time.perf_counter()
+        stop = self._out_of_budget()
+        while self.epoch < tc.epochs and not stop:
+            self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.local_batch)
+            bar = tqdm(total=self.steps_per_epoch, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}",
+                       leave=False, dynamic_ncols=True, file=sys.stderr,
+                       disable=True if not (tc.progress and self.dist.is_main) else None)
+            for graph, targets in loader:
+                self.step += 1
+                self.batch_in_epoch += 1
+                self.schedule.set_step(self.step)
+                loss = self._train_step(graph, targets)
+                self.epoch_loss[0] += loss
+                self.epoch_loss[1] += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{self.epoch_loss[0] / self.epoch_loss[1]:.4g}", refresh=False)
+                stop = self._out_of_budget()
+                if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and not stop:
+                    self.save_checkpoint()
+                if stop:
+                    break
+            bar.close()
+            if self.batch_in_epoch >= self.steps_per_epoch:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                end_of_epoch = True
+            else:
+                end_of_epoch = False
+            if (end_of_epoch and self.epoch % tc.valid_every == 0) or stop or self.epoch >= tc.epochs:
+                stop = self._after_validation() or stop
+            if end_of_epoch:
+                self.epoch_loss = [0.0, 0]
+        self.elapsed = self.now_elapsed()
+        self._t0 = None
+        self.finished = True
+        self.save_checkpoint()
+
+    def _after_validation(self) -> bool:
+        """Validate, log, update best/plateau/early stopping. Returns True to stop."""
+        tc = self.config.train
+        steps = max(self.epoch_loss[1], 1)
+        loss_sum = all_reduce_sum(torch.tensor([self.epoch_loss[0]], dtype=torch.float64), self.dist)
+        train_loss = float(loss_sum[0]) / steps / self.dist.world_size
+        valid = self.validate()
+        score = self._score(valid, train_loss)
+        self.schedule.observe(score)
+        improved = score < self.best
+        if improved:
+            self.best, self.best_step, self.bad = score, self.step, 0
+            if self.dist.is_main:
+                save_model(self.eval_model, self.run_dir / "model.pt")
+        else:
+            self.bad += 1
+        elapsed = self.now_elapsed()
+        epoch = self.epoch + round(self.batch_in_epoch / self.steps_per_epoch, 3)  # fractional when cut short
+        row = {"epoch": epoch, "step": self.step, "time_s": round(elapsed, 3), "lr": self.schedule.current,
+               "train_loss": train_loss, "valid_loss": valid.get("loss"), **valid}
+        if self.dist.is_main:
+            self.csv.append(row)
+        self.log(epoch_line(epoch, self.step, self.schedule.current, train_loss, valid, elapsed,
+                            tc.property) + (" *" if improved else ""))
+        if tc.patience is not None and self.bad >= tc.patience:
+            self.log(f"early stopping: no improvement of valid {tc.monitor} for {self.bad} validations")
+            return True
+        return False
+
+    def _score(self, valid: dict[str, float], train_loss: float) -> float:
+        monitor = self.config.train.monitor
+        if not valid:
+            return train_loss
+        if monitor in valid:
+            return valid[monitor]
+        if monitor == "loss":
+            return valid.get("loss", train_loss)
+        known = ", ".join(sorted(valid))
+        raise ValueError(f"train.monitor: {monitor!r} is not a validation metric (known: {known})")
+
+    def _banner(self) -> str:
+        m = self.model.config
+        n_params = sum(p.numel() for p in self.model.parameters())
+        v = len(self.splits.valid) if self.splits.valid is not None else 0
+        e0 = ", ".join(f"{z}:{e:.4f}" for z, e in zip(m.elements, m.atomic_energies or []))
+        return (f"equipot train: {m.backbone} ({n_params} parameters), {len(self.splits.train)} training / {v} "
+                f"validation frames, batch {self.config.data.batch_size} x {self.dist.world_size} process(es), "
+                f"{self.steps_per_epoch} steps/epoch, device {self.device}, {self.config.train.dtype}\n"
+                f"  avg_num_neighbors {m.avg_num_neighbors:.3f}, min_pair_distance "
+                f"{m.min_pair_distance if m.min_pair_distance is None else round(m.min_pair_distance, 4)} Å, "
+                f"scale {m.scale:.5g} eV, atomic energies (eV) {{{e0}}}\n  run directory {self.run_dir}")
+
+    # ------------------------------------------------------------------ end
+    def _rank_agreement(self) -> float:
+        """Largest parameter difference between rank 0 and any rank (0.0 for one process)."""
+        if not self.dist.enabled:
+            return 0.0
+        import torch.distributed as dist
+
+        flat = torch.cat([p.detach().double().reshape(-1).cpu() for p in self.eval_model.parameters()])
+        ref = flat.clone()
+        dist.broadcast(ref, src=0)
+        diff = torch.tensor([float((flat - ref).abs().max())], dtype=torch.float64)
+        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+        return float(diff[0])
+
+    def _finish(self) -> dict:
+        rank_diff = self._rank_agreement()
+        summary = {"steps": self.step, "epochs": self.epoch, "time_s": round(self.elapsed, 3),
+                   "best_step": self.best_step, f"best_valid_{self.config.train.monitor}": self.best,
+                   "processes": self.dist.world_size, "ddp_max_param_diff": rank_diff}
+        if not self.dist.is_main:
+            return summary
+        save_model(self.eval_model, self.run_dir / "model_last.pt")
+        best_path = self.run_dir / "model.pt"
+        if not best_path.exists():
+            save_model(self.eval_model, best_path)
+        from ..potentials.base import load_model
+
+        best = load_model(best_path).to(device=self.device, dtype=self.dtype)
+        units = self.splits.train.units()
+        for name, ds in (("valid", self.splits.valid), ("test", self.splits.test)):
+            if ds is None:
+                continue
+            result = evaluate(best, ds, self.config.data.valid_batch_size, self.device, self.dtype, self.weights,
+                              self.config.train.property, self.config.data.num_workers, keep_predictions=True)
+            summary[name] = result.metrics
+            np.savez(self.run_dir / f"predictions_{name}.npz", **result.predictions)
+            self.log(f"{name} ({len(ds)} frames), model.pt (step {self.best_step}):\n"
+                     + format_table(result.metrics, units))
+        tmp = self.run_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, self.run_dir / "summary.json")
+        return summary
+
+
+def train(config: Config, resume: bool = False, log: Callable[[str], None] | None = None) -> dict:
+    """Build a :class:`Trainer` and run it; returns the summary dict."""
+    return Trainer(config, resume=resume, log=log).fit()
+
+
+def resume_config(run_dir: str | os.PathLike, overrides=()) -> Config:
+    """The config of an existing run (its config.yaml) with overrides applied."""
+    from .config import apply_overrides, read_yaml
+
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run directory (no config.yaml)")
+    values = apply_overrides(read_yaml(path), overrides)
+    config = config_from_dict(values)
+    config.train.run_dir = str(run_dir)
+    config.validate()
+    return config
