@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..atomic import atomic_write
 from ._common import DTYPES, add_model_options, device_of, load_model_file
 
 HELP = "export a model as a torch.export program (.pt2) giving energy and forces, loadable without equipot"
@@ -101,7 +102,6 @@ def graph_inputs(graph) -> tuple[Tensor, ...]:
 def export_model(potential, path: str | Path, dtype: torch.dtype = torch.float64, device: str = "cpu",
                  check: bool = True) -> Path:
     """Write ``potential`` as a ``torch.export`` program to ``path`` (atomically); returns the path."""
-    import os
 
     import torch.fx.experimental._config as fx_config
     from torch.export import Dim
@@ -129,13 +129,8 @@ def export_model(potential, path: str | Path, dtype: torch.dtype = torch.float64
         "outputs": ["energy [B] eV float64", "forces [N,3] eV/Angstrom"],
         "potential_config": _plain(potential.config),
     }
-    tmp = path.with_name(path.stem + ".tmp.pt2")  # torch.export wants the .pt2 suffix
-    try:
+    with atomic_write(path, keep_suffix=True) as tmp:  # torch.export wants the .pt2 suffix
         torch.export.save(program, str(tmp), extra_files={"equipot.json": json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     if check:
         check_export(potential, path, dtype, device)
     return path

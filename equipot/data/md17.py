@@ -159,7 +159,8 @@ class NpzFile:
                 rows = min(chunk, n - a)
                 data = fp.read(rows * row_bytes)
                 if len(data) != rows * row_bytes:
-                    raise ValueError(f"{self.path}: key '{key}' is truncated (frame {a + len(data) // max(row_bytes, 1)})")
+                    frame = a + len(data) // max(row_bytes, 1)
+                    raise ValueError(f"{self.path}: key '{key}' is truncated (frame {frame})")
                 if a + rows >= n and limit is None:
                     fp.read(1)  # reaching the end makes zipfile verify the member's CRC
                 yield np.frombuffer(data, dtype=dtype).reshape((rows,) + row_shape)
@@ -377,7 +378,7 @@ def convert_rmd17(
                                "source_energy_unit": "kcal/mol", "source_length_unit": "Angstrom"}) as w:
             bar = _progress(total, f"rmd17 -> {Path(output).name}", progress)
             start = 0
-            for npz, (z, m, old), count, name in zip(files, checked, counts, names):
+            for npz, (z, _, old), count, name in zip(files, checked, counts, names):
                 _write_rmd17_file(w, npz, z, count, old, bar)
                 if name is not None:
                     w.add_split(name, np.arange(start, start + count))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..atomic import atomic_write
 from ..graph import AtomicGraph
 from ..ops import scatter_sum
 from .registry import get_backbone
@@ -219,13 +220,8 @@ def save_model(model: Potential, path: str | os.PathLike) -> None:
         "config": asdict(model.config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_write(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Potential:

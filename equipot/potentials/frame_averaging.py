@@ -47,7 +47,8 @@ where the model is less expressive (no azimuthal information about the axis).
 Periodic cells. A global PCA frame is not defined for a periodic system (the centroid and
 second moment depend on how atoms are wrapped). ``frame="global"`` raises ValueError for
 input with an edge through a cell boundary (a backbone sees edge vectors, not the cell, so a
-periodic cell none of whose edges crosses a boundary is treated as a molecule). ``frame="local"`` is for periodic (and molecular)
+periodic cell none of whose edges crosses a boundary is treated as a molecule). ``frame="local"`` is for periodic
+(and molecular)
 input: every atom i has a frame from the envelope-weighted second moment of its
 neighbour vectors, C_i = sum_j f_cut(r_ij) r_ij r_ij^T (smooth in positions and cell), with
 the same levels and mixture, and an invariant message-passing network in which the update

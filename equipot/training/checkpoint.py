@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
+
 CHECKPOINT_FORMAT = "equipot.checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -59,14 +61,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path.tmp`` then rename, so a crash never leaves a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

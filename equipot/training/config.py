@@ -32,6 +32,8 @@ from typing import Any, Sequence, Union
 
 import yaml
 
+from ..atomic import atomic_write
+
 SECTIONS = ("model", "data", "train")
 
 
@@ -480,7 +482,5 @@ def describe_config(backbone: str | None = "ponita") -> str:
 
 def save_config(config: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_write
 from ..graph import AtomicGraph
 
 # name -> (factor from the stored unit, unit label) for the standard targets.
@@ -153,12 +154,10 @@ class MetricsCSV:
         self._write_all(rows)
 
     def _write_all(self, rows: list[dict]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as fh:
+        with atomic_write(self.path) as tmp, tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, self.path)
 
     def append(self, row: dict[str, float]) -> None:
         if not self.path.exists():

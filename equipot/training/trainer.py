@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_write
 from ..data.loader import make_loader
 from ..potentials.base import Potential, PotentialConfig, save_model
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -486,9 +487,8 @@ class Trainer:
             np.savez(self.run_dir / f"predictions_{name}.npz", **result.predictions)
             self.log(f"{name} ({len(ds)} frames), model.pt (step {self.best_step}):\n"
                      + format_table(result.metrics, units))
-        tmp = self.run_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, self.run_dir / "summary.json")
+        with atomic_write(self.run_dir / "summary.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
         return summary
 
 
