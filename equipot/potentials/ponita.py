@@ -4,12 +4,21 @@ Each atom carries features h [O, C] on a grid of O orientations. For an edge
 r = x_j - x_i and an orientation o the pair invariants are |r| and o·r̂ (equivalently
 PΘNITA's o·r and |r - (o·r) o|); they are embedded as Gaussians in |r| times Legendre
 polynomials P_0..P_L of o·r̂, then a linear layer and SiLU, into phi [E, O, K], times the
-smooth cutoff envelope. Keeping the angular degree low keeps features smooth on the sphere,
-so the grid's quadrature (readout, sphere convolution) stays accurate under rotations. A
-layer is a separable convolution:
+smooth cutoff envelope. The embedding's input is multiplied by ``edge_gain * sqrt(fan_in)``, so
+that the first layer starts with pre-activations of order ``edge_gain`` rather than ~0.2 (the
+default nn.Linear init on Gaussians of height 1): its SiLU then acts as a nonlinearity and the
+kernel resolves bond lengths sharply. With the plain init the kernel was ~0.06 in size and a
+smooth, nearly linear function of the basis, the messages were ~2 % of the node features, and
+the model was close to a sum of smooth pair terms: it could not fit even 5 rMD17 ethanol
+frames below ~250 meV/Å (now ~28 with hidden 32, 2 layers, grid 8). The readout's last layer
+starts at a tenth of its default size, so the untrained surface stays gentle. Keeping the
+angular degree low keeps features smooth on the sphere, so the grid's quadrature (readout,
+sphere convolution) stays accurate under rotations. A layer is a separable convolution:
 
-1. spatial: m_i[o] = sum_j (phi_ij[o] @ W) * h_j[o] / avg_num_neighbors  (the hot path,
-   :func:`equipot.ops.spatial_message`);
+1. spatial: m_i[o] = sum_j (phi_ij[o] @ W) * h_j[o] / avg_num_neighbors**p  (the hot path,
+   :func:`equipot.ops.spatial_message`); p = ``neighbor_norm_power``, 0 by default: dividing by
+   the neighbour count left the messages far smaller than h, and trained worse (rMD17 ethanol,
+   200 frames, 200 steps: 222 meV/Å test force MAE with p = 0.5, 190 with p = 0);
 2. sphere:  m'_i[p] = (1/O) sum_o K(o·p) * m_i[o], K_c(x) = sum_l w_lc P_l(x) per channel;
 3. ConvNeXt-style block: h <- h + γ ⊙ MLP(h + m'), channel mixing per orientation. There is
    no LayerNorm: normalising a message that fades to zero at the cutoff has a gain of
@@ -55,6 +64,11 @@ class PonitaConfig:
             rotation at every call (one per batch). The loss then sees every orientation of the
             grid relative to the molecules, which teaches the network functions that the grid
             integrates well; inference (eval mode) uses the fixed grid, so MD sees one surface.
+        edge_gain: the edge embedding's first layer sees its input times edge_gain * sqrt(fan_in),
+            i.e. acts like a layer with weights of std ~edge_gain / sqrt(3) (default init): sharp,
+            nonlinear radial features and a kernel of order one at initialisation.
+        neighbor_norm_power: spatial messages are divided by avg_num_neighbors ** power
+            (1: mean over neighbours, 0: plain sum).
     """
 
     hidden: int = 64
@@ -67,6 +81,8 @@ class PonitaConfig:
     widening: int = 4
     r3_only: bool = False
     rotate_grid_in_training: bool = True
+    edge_gain: float = 5.0
+    neighbor_norm_power: float = 0.0
 
 
 class _SphereConv(nn.Module):
@@ -112,6 +128,7 @@ class Ponita(nn.Module):
         self.config = config
         self.cutoff = float(cutoff)
         self.avg_num_neighbors = float(avg_num_neighbors)
+        self.message_norm = self.avg_num_neighbors ** float(config.neighbor_norm_power)
         c, n = config.hidden, config.basis_size
         grid = fibonacci_grid(1 if config.r3_only else config.grid_size)
         self.register_buffer("grid", grid.to(torch.get_default_dtype()))
@@ -124,14 +141,17 @@ class Ponita(nn.Module):
             raise ValueError(f"radial_basis must be 'bessel' or 'gaussian', got {config.radial_basis!r}")
         n_angular = 1 if config.r3_only else config.angular_degree + 1
         self.edge_embed = nn.Sequential(nn.Linear(n * n_angular, config.kernel_dim), nn.SiLU())
+        self.edge_input_gain = float(config.edge_gain) * (n * n_angular) ** 0.5
         use_sphere = not config.r3_only and config.grid_size > 1
         self.layers = nn.ModuleList(_Layer(config, use_sphere) for _ in range(config.layers))
         self.readout = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
+        with torch.no_grad():  # start near a flat surface: the messages are large (see edge_gain)
+            self.readout[-1].weight.mul_(0.1)
 
     def edge_features(self, edge_vec: Tensor, grid: Tensor) -> Tensor:
         """Embedded pair invariants phi0 [E, O, K] (before the envelope); grid [O, 3]."""
         r = torch.sqrt((edge_vec * edge_vec).sum(-1, keepdim=True))  # [E, 1]
-        radial = self.basis(r)  # [E, 1, n]
+        radial = self.basis(r) * self.edge_input_gain  # [E, 1, n]
         if self.config.r3_only:
             return self.edge_embed(radial)
         cos = (edge_vec @ grid.T) / r.clamp(min=1e-9)  # o·r̂ [E, O]
@@ -152,5 +172,5 @@ class Ponita(nn.Module):
         cosines = sphere_invariants(grid)
         h = self.embed(species)[:, None, :].expand(-1, grid.shape[0], -1).contiguous()
         for layer in self.layers:
-            h = layer(h, phi0, envelope, edge_index, cosines, self.avg_num_neighbors)
+            h = layer(h, phi0, envelope, edge_index, cosines, self.message_norm)
         return self.readout(h).squeeze(-1).mean(-1)
