@@ -1,20 +1,26 @@
-"""ms per energy+force call through the ASE calculator, equipot against MACE in the same run.
+"""ms per energy+force call through the ASE calculator, equipot against its peers in the same run.
 
     python benchmarks/speed.py [--device cpu|cuda] [--dtype float32 float64] [--backbones ponita ...]
-                               [--repeats 6] [--threads 2] [--largest]
+                               [--peers mace-small mace-medium nequip schnet | --peers none]
+                               [--repeats 6] [--threads 2] [--quick] [--no-isolate] [--largest]
 
-For every system (biphenyl-22, C60, water 192 and 1536 atoms) and every equipot backbone, dtype and
-scatter backend available on the device, prints the median ms per call (positions are moved by
-1e-3 Å before each call so every call recomputes; the equipot skin keeps the neighbour list
-between calls, "skin=0" rebuilds it every call like the peers do) and the peak memory (CUDA:
-max allocated; CPU: growth of the process's peak RSS). MACE (mace-torch) is timed in the same run
-when it is importable; otherwise the script says so and goes on. Peers are best installed in their
-own environment: ``python -m venv peers && peers/bin/pip install torch==2.13.0 mace-torch`` then
-run this script with that environment's python after ``pip install -e .`` of equipot there.
+For every system (biphenyl-22, C60, water 192 and 1536 atoms; ``--quick`` leaves out the 1536-atom
+box and times 3 calls) and every equipot backbone, dtype and scatter backend available on the
+device, prints the median ms per call (positions are moved by 1e-3 Å before each call so every
+call recomputes; the equipot skin keeps the neighbour list between calls, "skin=0" rebuilds it
+every call like the peers do) and the peak memory of the calls (CUDA: max allocated; CPU: growth
+of the RSS high-water mark, reset before each system, over the RSS before the calls; each model
+runs in its own process unless ``--no-isolate``). The peers (MACE small and
+medium, NequIP, SchNet at the MD17 settings of their papers, see ``peers.py``) are timed in the
+same run when importable; a missing one is named and skipped. Install them in their own
+environment with ``bash benchmarks/peers_env.sh VENV`` and run this script with
+``VENV/bin/python``. ``--backbones all`` times every registered backbone.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import multiprocessing
 import os
 import resource
 import statistics
@@ -24,11 +30,12 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import PEERS, PeerUnavailable, peer_calculator  # noqa: E402
 from systems import systems, water_box  # noqa: E402
 
 from equipot import EquiCalc, available_backbones, build_potential  # noqa: E402
 
-# Per-backbone settings of comparable size (~100-150k parameters); ponita is the default model.
+# Per-backbone settings; ponita is the default model, the others at their own defaults.
 DEFAULTS = {
     "ponita": dict(hidden=64, layers=3, grid_size=12),
     "lieconv": {},
@@ -46,111 +53,172 @@ def scatter_backends(device: str) -> list[str]:
     return list(available_backends(device))
 
 
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (Linux) in MB, or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak(device: str) -> None:
+    """Start a new peak-memory window (CUDA: allocator stats; Linux CPU: the RSS high-water mark)."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+
+
 def peak_mb(device: str) -> float:
+    """Peak memory since :func:`reset_peak` (CUDA: max allocated; CPU: peak RSS), MB."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    hwm = _status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now (MB); 0 where /proc is missing."""
+    return _status_mb("VmRSS") or 0.0
 
 
 def time_calc(calc, atoms, repeats: int, device: str) -> tuple[float, float]:
+    """Median ms per energy+forces call (first call not counted) and peak memory (MB) of the calls.
+
+    CPU: growth of the RSS high-water mark over the RSS before the calls (Linux; it includes
+    memory the allocator keeps cached). CUDA: max allocated during the calls."""
     atoms = atoms.copy()
     atoms.calc = calc
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    base = peak_mb(device)
+    cuda = device.startswith("cuda")
+    reset_peak(device)
+    base = 0.0 if cuda else current_rss_mb()
     times = []
-    for _ in range(repeats):
+    for _ in range(repeats + 1):
         atoms.positions += 1e-3
         t0 = time.perf_counter()
         atoms.get_forces()
-        if device.startswith("cuda"):
+        if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    mem = peak_mb(device) - (0 if device.startswith("cuda") else base)
-    return 1e3 * statistics.median(times[1:]), mem
+    return 1e3 * statistics.median(times[1:]), max(peak_mb(device) - base, 0.0)
 
 
-def mace_calc(kind: str, dtype: str, device: str):
-    import numpy as np
-    from e3nn import o3
-    from mace import modules
-    from mace.calculators import MACECalculator
+def run_job(job: dict) -> list[tuple]:
+    """Time one model (an equipot backbone or a peer) in one dtype on every system.
 
-    hidden = {"mace-small": "96x0e", "mace-medium": "128x0e+128x1o"}[kind]
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(getattr(torch, dtype))  # MACE builds its modules in the default dtype
-    try:
-        model = modules.ScaleShiftMACE(
-            r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
-            interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-            interaction_cls_first=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-            num_interactions=2, num_elements=3, hidden_irreps=o3.Irreps(hidden),
-            MLP_irreps=o3.Irreps("16x0e"), gate=torch.nn.functional.silu,
-            atomic_energies=np.zeros(3), avg_num_neighbors=20.0, atomic_numbers=[1, 6, 8],
-            correlation=3, radial_type="bessel", atomic_inter_scale=1.0, atomic_inter_shift=0.0)
-        return MACECalculator(models=model, device=device, default_dtype=dtype)
-    finally:
-        torch.set_default_dtype(previous)
+    Returns rows ``(system, atoms, model, dtype, variant, ms, peak MB)``; a system that fails
+    gives a row with ms = None and the error in ``variant``.
+    """
+    torch.set_num_threads(job["threads"])
+    device, dtype, rows = job["device"], job["dtype"], []
+    if job["kind"] == "peer":
+        calcs = [("-", lambda: peer_calculator(job["name"], dtype, device))]
+        label = job["name"]
+    else:
+        os.environ["EQUIPOT_SCATTER_BACKEND"] = job["backend"]
+        torch.manual_seed(0)
+        model = build_potential(job["name"], elements=[1, 6, 8], cutoff=5.0, **DEFAULTS.get(job["name"], {}))
+        skin = job["skin"]
+        calcs = [(f"{job['backend']}/skin={skin}",
+                  lambda: EquiCalc(model, device=device, dtype=getattr(torch, dtype), skin=skin))]
+        label = f"equipot-{job['name']}"
+    for variant, make in calcs:  # one per job, so the CPU peak RSS belongs to this calculator
+        calc = make()
+        for name, atoms in systems(job["water_sides"]):
+            try:
+                ms, mem = time_calc(calc, atoms, job["repeats"], device)
+            except (ValueError, RuntimeError, NotImplementedError) as exc:
+                rows.append((name, len(atoms), label, dtype, f"{variant}: {str(exc).splitlines()[0][:80]}", None, None))
+                continue
+            rows.append((name, len(atoms), label, dtype, variant, ms, mem))
+    return rows
+
+
+def run_isolated(job: dict, isolate: bool) -> list[tuple]:
+    if not isolate:
+        return run_job(job)
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(run_job, job).result()
+
+
+def print_table(rows: list[tuple]) -> None:
+    print("\n| system | atoms | model | dtype | variant | ms/call | peak MB | ms / MACE-small |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, n, model, dtype, variant, ms, mem in rows:
+        if ms is None:
+            print(f"| {name} | {n} | {model} | {dtype} | {variant} | failed | | |")
+            continue
+        ref = next((r[5] for r in rows if r[0] == name and r[2] == "mace-small" and r[3] == dtype and r[5]), None)
+        ratio = f"{ms / ref:.2f}" if ref else "n/a"
+        print(f"| {name} | {n} | {model} | {dtype} | {variant} | {ms:.1f} | {mem:.0f} | {ratio} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
-    parser.add_argument("--backbones", nargs="+", default=["ponita"])
-    parser.add_argument("--repeats", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-mace", action="store_true", help="skip MACE even when installed")
+    parser.add_argument("--backbones", nargs="+", default=["ponita"], help="equipot backbones, or 'all'")
+    parser.add_argument("--peers", nargs="+", default=list(PEERS), help="peer models, or 'none'")
+    parser.add_argument("--repeats", type=int, default=6, help="timed calls per system (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--quick", action="store_true", help="3 calls, no 1536-atom box")
+    parser.add_argument("--no-isolate", action="store_true",
+                        help="time every model in this process (faster; CPU peak memory then only grows)")
+    parser.add_argument("--skins", nargs="+", type=float, default=[0.5, 0.0],
+                        help="equipot Verlet skins to time, Å (0 rebuilds the neighbour list every call)")
+    parser.add_argument("--no-mace", action="store_true", help="skip the MACE peers")
     parser.add_argument("--largest", action="store_true",
                         help="also grow water boxes until one no longer fits (CUDA) and report the largest")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = args.device
-    rows = []
+    backbones = available_backbones() if args.backbones == ["all"] else args.backbones
+    peers = [] if args.peers == ["none"] else [p for p in args.peers if not (args.no_mace and p.startswith("mace"))]
+    repeats = 3 if args.quick else args.repeats
+    water_sides = (4,) if args.quick else (4, 8)
     backends = scatter_backends(device)
+    isolate = not args.no_isolate
     print(f"# device={device} threads={args.threads} scatter backends={backends} "
-          f"backbones available={available_backbones()}")
-    for name, atoms in systems():
-        for backbone in args.backbones:
-            if backbone not in available_backbones():
-                print(f"# {backbone}: not available, skipped")
-                continue
-            model = build_potential(backbone, elements=[1, 6, 8], cutoff=5.0, **DEFAULTS.get(backbone, {}))
-            for dtype in args.dtype:
-                for backend in backends:
-                    os.environ["EQUIPOT_SCATTER_BACKEND"] = backend
-                    for skin in (0.5, 0.0):
-                        try:
-                            calc = EquiCalc(model, device=device, dtype=getattr(torch, dtype), skin=skin)
-                            ms, mem = time_calc(calc, atoms, args.repeats, device)
-                        except (ValueError, RuntimeError) as exc:
-                            print(f"# {backbone} {name}: {str(exc).splitlines()[0]}")
-                            continue
-                        rows.append((name, len(atoms), f"equipot-{backbone}", dtype, f"{backend}/skin={skin}", ms, mem))
-                        print(f"{name:12s} {len(atoms):5d} equipot-{backbone:16s} {dtype} {backend}/skin={skin}: "
-                              f"{ms:9.1f} ms  {mem:8.1f} MB", flush=True)
-        os.environ.pop("EQUIPOT_SCATTER_BACKEND", None)
-        if args.no_mace:
+          f"backbones available={available_backbones()} repeats={repeats} isolated={isolate}")
+    common = dict(device=device, threads=args.threads, repeats=repeats, water_sides=water_sides)
+    jobs = []
+    for backbone in backbones:
+        if backbone not in available_backbones():
+            print(f"# {backbone}: not available, skipped")
             continue
-        for kind in ("mace-small", "mace-medium"):
-            for dtype in args.dtype:
-                try:
-                    calc = mace_calc(kind, dtype, device)
-                except ImportError:
-                    print("# MACE (mace-torch) not installed: peer column skipped")
-                    args.no_mace = True
-                    break
-                ms, mem = time_calc(calc, atoms, args.repeats, device)
-                rows.append((name, len(atoms), kind, dtype, "-", ms, mem))
-                print(f"{name:12s} {len(atoms):5d} {kind:24s} {dtype} -: {ms:9.1f} ms  {mem:8.1f} MB", flush=True)
-            if args.no_mace:
-                break
-    print("\n| system | atoms | model | dtype | backend | ms/call | peak MB | ratio to MACE-small |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, n, model, dtype, backend, ms, mem in rows:
-        ref = next((r[5] for r in rows if r[0] == name and r[2] == "mace-small" and r[3] == dtype), None)
-        ratio = f"{ms / ref:.2f}" if ref else "n/a"
-        print(f"| {name} | {n} | {model} | {dtype} | {backend} | {ms:.1f} | {mem:.0f} | {ratio} |")
+        for dtype in args.dtype:
+            for backend in backends:
+                for skin in args.skins:
+                    jobs.append(dict(common, kind="equipot", name=backbone, dtype=dtype, backend=backend, skin=skin))
+    for peer in peers:
+        try:
+            peer_calculator(peer, "float64", "cpu")  # fail fast, and say why, when the peer is missing
+        except PeerUnavailable as exc:
+            print(f"# peer {peer} skipped: {exc}")
+            continue
+        jobs.extend(dict(common, kind="peer", name=peer, dtype=dtype) for dtype in args.dtype)
+    rows = []
+    for job in jobs:
+        try:
+            new = run_isolated(job, isolate)
+        except Exception as exc:  # one broken model must not end the run
+            print(f"# {job['name']} {job['dtype']}: failed: {type(exc).__name__}: {exc}")
+            continue
+        for row in new:
+            name, n, model, dtype, variant, ms, mem = row
+            text = "failed" if ms is None else f"{ms:9.1f} ms  {mem:8.1f} MB"
+            print(f"{name:12s} {n:5d} {model:24s} {dtype} {variant}: {text}", flush=True)
+        rows.extend(new)
+    print_table(rows)
     if args.largest and device.startswith("cuda"):
         model = build_potential("ponita", elements=[1, 6, 8], cutoff=5.0, **DEFAULTS["ponita"])
         for backend in backends:

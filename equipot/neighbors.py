@@ -32,6 +32,10 @@ _MATSCIPY_MAX_BINS = 1_000_000
 _MAX_BINS_PER_DIM = 1 << 15
 # Refuse cells so small that the image stencil alone would exhaust memory.
 _MAX_STENCIL = 10_000_000
+# Periodic images of one atom that `neighbor_list` searches before it refuses: a cell that much
+# thinner than the cutoff is a mistake, and matscipy would need memory ~ atoms^2 x images (a
+# 1e-3 Å slab cell asked it for 8e7 images and exhausted memory).
+_MAX_IMAGES = 100_000
 # Relative margin on the search radius of the torch cell list, so that rounding in the binning can
 # never drop a pair that the exact distance test keeps.
 _SEARCH_MARGIN = 1e-4
@@ -198,6 +202,14 @@ def neighbor_list(
     n = len(x)
     if n == 0 or (n == 1 and not pbc_.any()):
         return _empty_numpy()
+    if pbc_.any():
+        thickness = 1.0 / np.linalg.norm(np.linalg.inv(eff), axis=0)
+        images = float(np.prod(np.where(pbc_, 2.0 * np.ceil(cutoff / thickness) + 1.0, 1.0)))
+        if images > _MAX_IMAGES:
+            raise ValueError(
+                f"cutoff {cutoff} Å is too large for the cell: it would need {images:.3g} periodic images per "
+                f"atom (the cell is {thickness[pbc_].min():.3g} Å thin along a periodic direction)"
+            )
 
     # Wrap along periodic directions ourselves and undo it on the shifts: that keeps the answer
     # independent of how matscipy treats atoms outside the cell.

@@ -28,6 +28,14 @@ def check_atoms(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> Non
     if not np.isfinite(cell).all():
         raise ValueError("the cell has non-finite entries")
     if pbc.any():
+        # Past ~1e8 cell lengths, wrapping an atom into the cell rounds its place in the cell away
+        # (and at 1e300 the image count overflows int64): the answer would be noise or NaN.
+        shortest = min(float(np.linalg.norm(cell[k])) for k in np.flatnonzero(pbc))
+        far = np.abs(positions).max(axis=1) > 1e8 * max(shortest, 1e-6)
+        if far.any():
+            k = int(np.flatnonzero(far)[0])
+            raise ValueError(f"atom {k} at {positions[k].tolist()} Å is more than 1e8 cell lengths from the cell "
+                             f"along a periodic direction; wrap the positions into the cell (atoms.wrap())")
         if pbc.all():
             volume = abs(np.linalg.det(cell))
             if volume < 1e-6:
