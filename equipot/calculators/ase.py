@@ -114,6 +114,11 @@ class EquiCalc(Calculator):
             edge_index, edge_shift = torch_neighbor_list(pos_t, self.model.cutoff, batch, cell_t, pbc_t)
         else:
             senders, receivers, shifts = self.neighbors.get(positions, atoms.numbers, cell, pbc)
+            # The skin list also holds pairs out to cutoff + skin, which the envelope zeroes: drop
+            # them here (cheap, in numpy) so the model does not pay ~1/3 more edges every step.
+            vec = positions[senders] - positions[receivers] + shifts @ cell
+            keep = np.einsum("ij,ij->i", vec, vec) < self.model.cutoff ** 2
+            senders, receivers, shifts = senders[keep], receivers[keep], shifts[keep]
             edge_index, edge_shift = to(np.stack([senders, receivers]), torch.long), to(shifts, self.dtype)
         graph = AtomicGraph(
             positions=pos_t,
