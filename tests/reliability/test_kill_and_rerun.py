@@ -55,7 +55,10 @@ def _kill_after(args: list[str], cwd: Path, seconds: float) -> bool:
         proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL
+        rc = proc.wait()
+        if rc == 0:  # it finished between the timeout and the kill: a complete run, not a kill
+            return False
+        assert rc == -signal.SIGKILL, proc.stderr.read()
         return True
     assert proc.returncode == 0, proc.stderr.read()
     return False
@@ -106,7 +109,10 @@ def _kill_while_writing(args: list[str], cwd: Path, tmp: Path, delay: float) -> 
         proc.wait(timeout=delay)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL
+        rc = proc.wait()
+        if rc == 0:  # it finished between the timeout and the kill: a complete run, not a kill
+            return False
+        assert rc == -signal.SIGKILL, proc.stderr.read()
         return True
     assert proc.returncode == 0, proc.stderr.read()
     return False
@@ -120,9 +126,10 @@ def _convert_with_kills(big_npz: Path, tmp_path: Path, n_kills: int, seed: int) 
     rng = np.random.default_rng(seed)
     out, stale = tmp_path / "out.h5", tmp_path / "out.h5.tmp"
     killed = 0
-    for _ in range(n_kills):
-        # a moment while the file is written (and, now and then, just after it was renamed)
-        delay = rng.uniform(0.0, 1.1) * write_time
+    for k in range(n_kills):
+        # a moment while the file is written (and, on odd k, now and then just after it was
+        # renamed); even k kill in the first half, so that at least one kill lands mid-write
+        delay = rng.uniform(0.0, 1.1 if k % 2 else 0.5) * write_time
         stale.unlink(missing_ok=True)  # so the wait above sees this run's own tmp file appear
         killed += _kill_while_writing([*args, "-o", str(out), "--overwrite"], tmp_path, stale, delay)
         if out.exists():  # killed after the rename: it must be the whole file
