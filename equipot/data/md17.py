@@ -303,27 +303,38 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, dynamic_ncols=True)
 
 
+def _check_trajectory(npz, path, z_key: str, r_key: str, e_key: str, f_key: str,
+                      energy_shape: str) -> tuple[np.ndarray, int, int]:
+    """Check the shapes of an (r)MD17 trajectory from the npz headers, without reading the arrays.
+
+    Returns (atomic numbers [n], n atoms, m frames); ``energy_shape`` is the publisher's shape of
+    the energies as shown in the error message (``{m}`` is filled in).
+    """
+    z = npz.read(z_key)
+    if z.ndim != 1 or not np.issubdtype(z.dtype, np.integer):
+        raise ValueError(f"{path}: field '{z_key}' has shape {z.shape} dtype {z.dtype}, "
+                         f"expected integers of shape (n_atoms,)")
+    n = z.shape[0]
+    shape, _ = npz.header(r_key)
+    if len(shape) != 3 or shape[1:] != (n, 3):
+        raise ValueError(f"{path}: field '{r_key}' has shape {shape}, expected (n_frames, {n}, 3)")
+    m = shape[0]
+    eshape, _ = npz.header(e_key)
+    if eshape not in ((m,), (m, 1)):
+        raise ValueError(f"{path}: field '{e_key}' has shape {eshape}, expected {energy_shape.format(m=m)}")
+    fshape, _ = npz.header(f_key)
+    if fshape != (m, n, 3):
+        raise ValueError(f"{path}: field '{f_key}' has shape {fshape}, expected ({m}, {n}, 3)")
+    return z, n, m
+
+
 def _check_rmd17(npz: NpzFile, keep_old: bool) -> tuple[np.ndarray, int, list[str]]:
     path = npz.path
     for key in RMD17_KEYS:
         if key not in npz:
             hint = " (this looks like an original MD17 file; use format 'md17')" if "R" in npz else ""
             raise ValueError(f"{path}: missing key '{key}'{hint}")
-    z = npz.read("nuclear_charges")
-    if z.ndim != 1 or not np.issubdtype(z.dtype, np.integer):
-        raise ValueError(f"{path}: field 'nuclear_charges' has shape {z.shape} dtype {z.dtype}, "
-                         f"expected integers of shape (n_atoms,)")
-    n = z.shape[0]
-    shape, _ = npz.header("coords")
-    if len(shape) != 3 or shape[1:] != (n, 3):
-        raise ValueError(f"{path}: field 'coords' has shape {shape}, expected (n_frames, {n}, 3)")
-    m = shape[0]
-    eshape, _ = npz.header("energies")
-    if eshape not in ((m,), (m, 1)):
-        raise ValueError(f"{path}: field 'energies' has shape {eshape}, expected ({m},)")
-    fshape, _ = npz.header("forces")
-    if fshape != (m, n, 3):
-        raise ValueError(f"{path}: field 'forces' has shape {fshape}, expected ({m}, {n}, 3)")
+    z, n, m = _check_trajectory(npz, path, "nuclear_charges", "coords", "energies", "forces", "({m},)")
     old = []
     if keep_old:
         expect = {"old_indices": ((m,), (m, 1)), "old_energies": ((m,), (m, 1)), "old_forces": ((m, n, 3),)}
@@ -485,20 +496,7 @@ def _check_md17(npz: NpzFile) -> dict:
         if key not in npz:
             hint = " (this looks like a revised MD17 file; use format 'rmd17')" if "coords" in npz else ""
             raise ValueError(f"{path}: missing key '{key}'{hint}")
-    z = npz.read("z")
-    if z.ndim != 1 or not np.issubdtype(z.dtype, np.integer):
-        raise ValueError(f"{path}: field 'z' has shape {z.shape} dtype {z.dtype}, expected integers (n_atoms,)")
-    n = z.shape[0]
-    shape, _ = npz.header("R")
-    if len(shape) != 3 or shape[1:] != (n, 3):
-        raise ValueError(f"{path}: field 'R' has shape {shape}, expected (n_frames, {n}, 3)")
-    m = shape[0]
-    eshape, _ = npz.header("E")
-    if eshape not in ((m,), (m, 1)):
-        raise ValueError(f"{path}: field 'E' has shape {eshape}, expected ({m}, 1)")
-    fshape, _ = npz.header("F")
-    if fshape != (m, n, 3):
-        raise ValueError(f"{path}: field 'F' has shape {fshape}, expected ({m}, {n}, 3)")
+    z, n, m = _check_trajectory(npz, path, "z", "R", "E", "F", "({m}, 1)")
     e_unit = npz.read_str("e_unit") or "kcal/mol"
     r_unit = npz.read_str("r_unit") or "Ang"
     ef = energy_factor(e_unit, f"{path}: field 'e_unit'")
