@@ -48,9 +48,8 @@ def _run(args: list[str], cwd: Path, timeout: float = 300) -> float:
     return time.monotonic() - t0
 
 
-def _kill_after(args: list[str], cwd: Path, seconds: float) -> bool:
-    """Start the command, SIGKILL it after ``seconds``; True if it was still running (really killed)."""
-    proc = _start(args, cwd)
+def _kill_at(proc: subprocess.Popen, seconds: float) -> bool:
+    """SIGKILL ``proc`` after ``seconds`` unless it ended first; True if it was really killed."""
     try:
         proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
@@ -62,6 +61,12 @@ def _kill_after(args: list[str], cwd: Path, seconds: float) -> bool:
         return True
     assert proc.returncode == 0, proc.stderr.read()
     return False
+
+
+def _kill_after(args: list[str], cwd: Path, seconds: float) -> bool:
+    """Start the command, SIGKILL it after ``seconds``; True if it was still running (really killed)."""
+    proc = _start(args, cwd)
+    return _kill_at(proc, seconds)
 
 
 # ------------------------------------------------------------------------------------ conversion
@@ -105,17 +110,7 @@ def _kill_while_writing(args: list[str], cwd: Path, tmp: Path, delay: float) -> 
     proc = _start(args, cwd)
     while not tmp.exists() and proc.poll() is None:
         time.sleep(0.002)
-    try:
-        proc.wait(timeout=delay)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        rc = proc.wait()
-        if rc == 0:  # it finished between the timeout and the kill: a complete run, not a kill
-            return False
-        assert rc == -signal.SIGKILL, proc.stderr.read()
-        return True
-    assert proc.returncode == 0, proc.stderr.read()
-    return False
+    return _kill_at(proc, delay)
 
 
 def _convert_with_kills(big_npz: Path, tmp_path: Path, n_kills: int, seed: int) -> None:
