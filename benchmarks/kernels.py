@@ -199,8 +199,14 @@ def run_table(args, device: torch.device, dtype: torch.dtype, bandwidth: float) 
     return rows
 
 
-def sweep(args, device: torch.device, dtype: torch.dtype) -> None:
-    """Time the fused message forward and backward over block-size variants (CUDA)."""
+SWEEP_VARIANTS = [(dot, kind, block_c, tile, warps) for dot in (True, False) for kind in ("message", "edge_backward")
+                  for block_c in (32, 64, 128) for tile in (512, 1024, 2048) for warps in (4, 8)]
+
+
+def sweep(args, device: torch.device, dtype: torch.dtype, variants=SWEEP_VARIANTS) -> list[tuple]:
+    """Time the fused message forward (kind ``message``) or its edge backward (``edge_backward``:
+    f+b minus fwd) for block-size ``variants`` (tl.dot, kind, BLOCK_C, TILE, num_warps); returns and
+    prints one row per variant, O and C. Restores the tuning afterwards."""
     from equipot.ops import triton_scatter
 
     saved = {k: dict(v) for k, v in triton_scatter.TUNING.items()}
@@ -208,25 +214,21 @@ def sweep(args, device: torch.device, dtype: torch.dtype) -> None:
     e = args.sweep_edges
     print(f"sweep at E={e:.0e}: kind | tl.dot | BLOCK_C | TILE | warps | O | C | ms "
           "(edge_backward: f+b minus fwd)")
+    rows = []
     try:
-        for dot in (True, False):
+        for dot, kind, block_c, tile, warps in variants:
             triton_scatter.FP32_DOT = triton_scatter.FP64_DOT = dot and saved_dot[1 if dtype == torch.float64 else 0]
-            for kind in ("message", "edge_backward"):
-                key = kind if dot else "no_dot"
-                for block_c in (32, 64, 128):
-                    for tile in (512, 1024, 2048):
-                        for warps in (4, 8):
-                            triton_scatter.TUNING.update({k: dict(v) for k, v in saved.items()})
-                            triton_scatter.TUNING[key] = {"BLOCK_C": block_c, "TILE": tile, "num_warps": warps}
-                            for o in args.orientations:
-                                for c in args.channels:
-                                    _, fwd, fb, _, _ = bench_case("message", "triton", e, o, c, args, device, dtype)
-                                    ms = fwd if kind == "message" else fb - fwd
-                                    print(f"{kind} | {dot} | {block_c} | {tile} | {warps} | {o} | {c} | {ms:.3f}",
-                                          flush=True)
+            triton_scatter.TUNING.update({k: dict(v) for k, v in saved.items()})
+            triton_scatter.TUNING[kind if dot else "no_dot"] = {"BLOCK_C": block_c, "TILE": tile, "num_warps": warps}
+            for o in args.orientations:
+                for c in args.channels:
+                    _, fwd, fb, _, _ = bench_case("message", "triton", e, o, c, args, device, dtype)
+                    rows.append((kind, dot, block_c, tile, warps, o, c, fwd if kind == "message" else fb - fwd))
+                    print(" | ".join(map(str, rows[-1][:-1])) + f" | {rows[-1][-1]:.3f}", flush=True)
     finally:
         triton_scatter.TUNING.update(saved)
         triton_scatter.FP32_DOT, triton_scatter.FP64_DOT = saved_dot
+    return rows
 
 
 def to_markdown(rows: list[list[str]], meta: dict[str, str]) -> str:

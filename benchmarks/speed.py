@@ -223,17 +223,37 @@ def main() -> None:
         model = build_potential("ponita", elements=[1, 6, 8], cutoff=5.0, **DEFAULTS["ponita"])
         for backend in backends:
             os.environ["EQUIPOT_SCATTER_BACKEND"] = backend
-            largest, n_side = 0, 8
-            while True:
-                atoms = water_box(n_side)
-                try:
-                    time_calc(EquiCalc(model, device=device, dtype=torch.float32), atoms, 2, device)
-                except torch.cuda.OutOfMemoryError:
-                    break
-                largest, n_side = len(atoms), int(n_side * 1.26) + 1
-                torch.cuda.empty_cache()
-            print(f"largest water box that fits ({backend}, float32): {largest} atoms")
+            side = largest_fitting(lambda n: fits_on_gpu(model, water_box(n), device), start=8)
+            atoms = len(water_box(side)) if side else 0
+            print(f"largest water box that fits ({backend}, float32, energy+forces): {atoms} atoms "
+                  f"(water_box({side}))")
 
+
+def largest_fitting(fits, start: int) -> int:
+    """Largest n >= 1 with ``fits(n)`` (assumed monotone): grow n by ~1.26 (x2 in volume) from
+    ``start`` until it fails, then bisect between the last fit (0 if even ``start`` fails) and the
+    first failure; 0 if none fits."""
+    lo, hi = 0, start
+    while fits(hi):
+        lo, hi = hi, int(hi * 1.26) + 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def fits_on_gpu(model, atoms, device: str) -> bool:
+    """Whether two energy+force calls on ``atoms`` run without a CUDA out-of-memory error."""
+    try:
+        time_calc(EquiCalc(model, device=device, dtype=torch.float32), atoms, 1, device)
+        return True
+    except torch.cuda.OutOfMemoryError:
+        return False
+    finally:
+        torch.cuda.empty_cache()
 
 if __name__ == "__main__":
     main()

@@ -62,7 +62,7 @@ class EnergyForces(nn.Module):
         with torch.no_grad():
             isolated = potential._isolated_energies(dtype, device)
         self.register_buffer("isolated", isolated.detach().clone())
-        self.register_buffer("reference", potential.reference_energies(device))
+        self.register_buffer("reference", potential.reference_energies(device).detach())
         self.scale = float(potential.config.scale)
 
     def forward(self, positions: Tensor, numbers: Tensor, edge_index: Tensor, edge_shift: Tensor, cell: Tensor,

@@ -47,6 +47,8 @@ class ModelSection:
         elements: atomic numbers the model knows; null = the elements of the training data.
         atomic_energies: per-element reference energies: ``fit`` (least squares on the training
             split), ``zero``, or a mapping {atomic number: eV}.
+        learn_atomic_energies: train a per-element correction to those energies (the model's
+            ``energy_correction``; it changes energies only, never forces).
         scale: eV multiplying the backbone output: a number, ``rms_forces`` (RMS of the training
             force components) or ``std`` (RMS per-atom residual energy after the reference fit).
         shift: eV added to every atom's energy.
@@ -58,6 +60,7 @@ class ModelSection:
     cutoff: float = 5.0
     elements: list[int] | None = None
     atomic_energies: Any = "fit"
+    learn_atomic_energies: bool = True
     scale: Any = "rms_forces"
     shift: float = 0.0
     avg_num_neighbors: Any = "auto"
@@ -128,6 +131,9 @@ class TrainSection:
         ema_decay: exponential moving average of the weights (null = off); the EMA weights are
             the ones validated and saved.
         energy_weight: weight of the per-atom energy MSE ((eV/atom)^2).
+        energy_refit_frames: with ``model.learn_atomic_energies``, re-fit the per-element energy
+            correction by least squares on this many training frames (a fixed seeded subset) at
+            the start and before every validation (0 = only learn it by gradient).
         forces_weight: weight of the force-component MSE ((eV/Å)^2).
         stress_weight: weight of the stress MSE ((eV/Å^3)^2), used when the data has stress.
         property: train the model's per-structure output on this property (e.g. ``U0``, ``gap``)
@@ -161,6 +167,7 @@ class TrainSection:
     clip_grad_norm: float | None = 10.0
     ema_decay: float | None = 0.99
     energy_weight: float = 1.0
+    energy_refit_frames: int = 500
     forces_weight: float = 100.0
     stress_weight: float = 1.0
     property: str | None = None
@@ -200,7 +207,8 @@ class Config:
                 raise ValueError(f"{key} must be positive, got {value}")
         nonneg = {"train.epochs": t.epochs, "train.warmup_steps": t.warmup_steps,
                   "train.checkpoint_every": t.checkpoint_every, "data.num_workers": d.num_workers,
-                  "train.weight_decay": t.weight_decay, "data.valid_size": d.valid_size}
+                  "train.weight_decay": t.weight_decay, "data.valid_size": d.valid_size,
+                  "train.energy_refit_frames": t.energy_refit_frames}
         for key, value in nonneg.items():
             if value < 0:
                 raise ValueError(f"{key} must be >= 0, got {value}")

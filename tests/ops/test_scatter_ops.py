@@ -107,6 +107,32 @@ def test_torch_scatter_dispatch_with_stub(monkeypatch):
     assert calls == ["scatter", "segment"]
 
 
+@pytest.mark.skipif(not backends_mod.has_torch_scatter(), reason="torch-scatter not installed (optional extra)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_real_torch_scatter_matches_torch_path(dtype):
+    """The installed extension, forward and gradients, against the torch path: sorted and unsorted
+    indices, empty segments (node 0 and the last node get no edge), non-contiguous input."""
+    edge_index, g = _graph(40, 600, seed=3)
+    index = edge_index[1].clamp(1, 38)
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(index, minlength=40).cumsum(0)])
+    src = torch.randn(3, 600, 8, generator=g, dtype=dtype).transpose(0, 1)  # [600, 3, 8], non-contiguous
+    unsorted = index[torch.randperm(600, generator=g)]
+    for name in ("torch", "torch_scatter"):
+        x = src.detach().requires_grad_(True)
+        outs = [scatter_sum(x, unsorted, 40, backend=name), segment_sum(x, ptr, backend=name),
+                spatial_message(x[:, :, :4], torch.randn(4, 5, generator=torch.Generator().manual_seed(0),
+                                                         dtype=dtype), torch.randn(40, 3, 5, dtype=dtype,
+                                                         generator=torch.Generator().manual_seed(1)),
+                                torch.stack([edge_index[0], index]), 40, receiver_ptr=ptr, backend=name)]
+        grads = torch.autograd.grad(sum((o * (k + 1)).sum() for k, o in enumerate(outs)), x)
+        if name == "torch":
+            ref = [o.detach() for o in outs], grads
+        else:
+            for o, r in zip(outs, ref[0]):
+                torch.testing.assert_close(o, r)
+            torch.testing.assert_close(grads[0], ref[1][0])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_scatter_and_segment_torch(dtype):
     src = torch.randn(9, 2, 3, dtype=dtype)

@@ -66,6 +66,35 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.config == model.config
 
 
+def test_energy_correction_shifts_energies_only(tmp_path):
+    """The learned per-element correction adds sum_i c[z_i] to the energy, moves the isolated-atom
+    energies with it, leaves forces bit-identical, survives save/load, and is zeroed by new references."""
+    model = small(atomic_energies=[-13.6, -1029.0, -2041.0])
+    atoms = molecule("CH3OH")
+    before = evaluate(model, atoms)
+    with torch.no_grad():
+        model.energy_correction.copy_(torch.tensor([0.01, -0.2, 0.3], dtype=torch.float64))
+    after = evaluate(model, atoms)
+    assert after["energy"][0] - before["energy"][0] == pytest.approx(4 * 0.01 - 0.2 + 0.3, abs=1e-10)
+    np.testing.assert_array_equal(after["forces"], before["forces"])
+    np.testing.assert_allclose(model.reference_energies().detach().numpy(), [-13.59, -1029.2, -2040.7], atol=1e-12)
+    lone = evaluate(model, Atoms("C", positions=[[0, 0, 0]]))
+    assert lone["energy"][0] == pytest.approx(-1029.2, abs=1e-10)
+
+    path, old = tmp_path / "m.pt", tmp_path / "old.pt"
+    save_model(model, path)
+    assert evaluate(load_model(path).double(), atoms)["energy"][0] == pytest.approx(after["energy"][0], abs=1e-10)
+    # A file written before the correction existed loads with a zero correction.
+    payload = torch.load(path, weights_only=True)
+    del payload["state_dict"]["energy_correction"]
+    torch.save(payload, old)
+    assert evaluate(load_model(old).double(), atoms)["energy"][0] == pytest.approx(
+        before["energy"][0], abs=1e-10)
+
+    model.set_reference(atomic_energies=[-13.6, -1029.0, -2041.0])
+    assert not model.energy_correction.detach().any()
+
+
 class _Evil:
     def __reduce__(self):
         return (print, ("this must never run",))
