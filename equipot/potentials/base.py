@@ -139,13 +139,7 @@ class Potential(nn.Module):
         Solves min ||C e0 - E||, C[f, s] = count of element s in frame f, sets them on the
         model and returns them. Elements absent from the frames get 0.
         """
-        counts = np.zeros((len(energies), len(self.config.elements)))
-        index = {z: s for s, z in enumerate(self.config.elements)}
-        for f, numbers in enumerate(numbers_per_frame):
-            for z, c in zip(*np.unique(np.asarray(numbers), return_counts=True)):
-                if int(z) not in index:
-                    raise ValueError(f"frame {f} contains element {int(z)} not in the model's {self.config.elements}")
-                counts[f, index[int(z)]] = c
+        counts = element_counts(numbers_per_frame, self.config.elements)
         e0, *_ = np.linalg.lstsq(counts, np.asarray(energies, dtype=np.float64), rcond=None)
         self.set_reference(atomic_energies=e0.tolist())
         return e0
@@ -221,6 +215,18 @@ class Potential(nn.Module):
             if compute_stress:
                 result["stress"] = grads[-1] / volume.view(-1, 1, 1)
         return result
+
+
+def element_counts(numbers_per_frame: Sequence[np.ndarray], elements: Sequence[int]) -> np.ndarray:
+    """[F, S] count of each element (in ``elements`` order) in each frame's atomic numbers."""
+    counts = np.zeros((len(numbers_per_frame), len(elements)))
+    index = {int(z): s for s, z in enumerate(elements)}
+    for f, numbers in enumerate(numbers_per_frame):
+        for z, c in zip(*np.unique(np.asarray(numbers), return_counts=True)):
+            if int(z) not in index:
+                raise ValueError(f"frame {f} contains element {int(z)} not in the model's {list(elements)}")
+            counts[f, index[int(z)]] = c
+    return counts
 
 
 def save_model(model: Potential, path: str | os.PathLike) -> None:

@@ -380,7 +380,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ValueError(f"override {text!r}: value is not valid YAML ({exc})") from None
+        raise ValueError(f"override {text!r}: value is not valid YAML ({yaml_error_line(exc)})") from None
     # yaml 1.1 reads "5e-4" (no dot) as a string; users mean a number.
     if isinstance(value, str):
         try:
@@ -388,6 +388,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         except ValueError:
             pass
     return path, value
+
+
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (1-based line and column), for the CLI's one-line errors."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return problem + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "")
 
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -414,7 +421,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+        raise ValueError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
     if values is not None and not isinstance(values, dict):
         raise ValueError(f"{path}: a config must be a mapping with sections {', '.join(SECTIONS)}")
     return values or {}

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..atomic import atomic_write
 from ..data.loader import make_loader
-from ..potentials.base import Potential, PotentialConfig, save_model
+from ..potentials.base import Potential, PotentialConfig, element_counts, save_model
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, config_from_dict, config_to_dict, save_config
 from .data import (
@@ -242,11 +242,7 @@ class Trainer:
                               [:tc.energy_refit_frames])
             values = target_values(train, tc.property)[idx]
             numbers = train.numbers_per_frame()
-            index = {z: s for s, z in enumerate(self.model_elements)}
-            counts = np.zeros((len(idx), len(index)))
-            for row, k in enumerate(idx):
-                for z, c in zip(*np.unique(numbers[k], return_counts=True)):
-                    counts[row, index[int(z)]] = c
+            counts = element_counts([numbers[k] for k in idx], self.model_elements)
             loader = make_loader(torch.utils.data.Subset(train, idx.tolist()), self.config.model.cutoff,
                                  self.config.data.valid_batch_size)
             self._energy_fit = loader, values, counts

@@ -100,3 +100,15 @@ def test_resolved_config_round_trip(tmp_path):
 def test_apply_overrides_creates_sections():
     values = apply_overrides({}, ["train.lr=0.1", "model.hidden=8"])
     assert values == {"train": {"lr": 0.1}, "model": {"hidden": 8}}
+
+
+def test_yaml_errors_are_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  epochs: [1, 2\nmodel:\n  hidden: 8\n")
+    with pytest.raises(ValueError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: not valid YAML") and "line " in message
+    with pytest.raises(ValueError) as info:
+        parse_override("train.lr=[1, 2")
+    assert "\n" not in str(info.value) and "not valid YAML" in str(info.value)
