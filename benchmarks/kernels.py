@@ -12,9 +12,15 @@ orientations O and channels C, every backend available on the device is timed fo
 Bandwidth: ``floor`` is the time to move the op's compulsory bytes (each input read once,
 each output written once, gathers counted once per node) at the device's measured
 device-to-device copy bandwidth; ``%floor`` = floor / measured time, so 50% means within
-2x of the copy-bandwidth floor. The graph: N = E / degree receiver-sorted nodes with
-Poisson degrees; senders near their receivers (``--senders local``, like atoms ordered in
-space) or uniform (``--senders random``).
+2x of the copy-bandwidth floor. ``%roof`` also counts the op's flops at the measured rate of
+a large torch matmul in the same dtype and precision (the roofline: the larger of the two
+floors): the fused message does 2·B·C flops per (edge, orientation), which in IEEE float32
+puts its compute floor at or above its bandwidth floor on current GPUs. ``--tf32`` runs
+everything (torch path included) with ``torch.set_float32_matmul_precision("high")``, which
+the fused kernels follow.
+
+The graph: N = E / degree receiver-sorted nodes with Poisson degrees; senders near their
+receivers (``--senders local``, like atoms ordered in space) or uniform (``--senders random``).
 
 On a CPU the defaults shrink and the triton backend is skipped: its CPU mode is the Triton
 interpreter, which is for correctness tests only.
@@ -87,6 +93,24 @@ def copy_bandwidth(device: torch.device) -> float:
     return 2 * nbytes / (ms * 1e-3)
 
 
+def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
+    """flop/s of a large torch matmul in ``dtype`` at the current float32 matmul precision."""
+    n = 8192 if device.type == "cuda" else 512
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    ms = time_ms(lambda: a @ b, device, repeat=5)
+    return 2 * n**3 / (ms * 1e-3)
+
+
+def flop_count(op: str, e: int, o: int, b: int, c: int) -> tuple[int, int]:
+    """Flops (forward, forward+backward) of an op; the message's backward is grad h (the forward
+    over senders), grad phi (t @ W^T with t = grad_out * h) and grad W (phi^T t)."""
+    if op == "message":
+        fwd = 2 * e * o * b * c + 2 * e * o * c
+        return fwd, fwd + fwd + (2 * e * o * b * c + 2 * e * o * c) + 2 * e * o * b * c
+    return e * o * c, 2 * e * o * c
+
+
 def make_graph(num_edges: int, degree: float, senders: str, device: torch.device, seed: int = 0):
     """edge_index [2, E] sorted by receiver, num_nodes, receiver_ptr [N + 1]."""
     g = torch.Generator().manual_seed(seed)
@@ -156,7 +180,7 @@ def fmt(x, spec=".3g"):
     return "-" if x is None else format(x, spec)
 
 
-def run_table(args, device: torch.device, dtype: torch.dtype, bandwidth: float) -> list[list[str]]:
+def run_table(args, device: torch.device, dtype: torch.dtype, bandwidth: float, flops: float) -> list[list[str]]:
     backends = args.backends or available_backends(device)
     if device.type != "cuda" and "triton" in backends:
         backends = [b for b in backends if b != "triton"]
@@ -164,8 +188,8 @@ def run_table(args, device: torch.device, dtype: torch.dtype, bandwidth: float) 
         print("triton: skipped (no CUDA device; the Triton interpreter is for correctness tests only)")
     size = torch.finfo(dtype).bits // 8
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
-    header = ["op", "E", "O", "C", "backend", "fwd ms", "fwd %floor", "f+b ms", "f+b %floor",
-              "peak fwd MiB", "peak f+b MiB", "speedup fwd", "speedup f+b"]
+    header = ["op", "E", "O", "C", "backend", "fwd ms", "fwd %floor", "fwd %roof", "f+b ms", "f+b %floor",
+              "f+b %roof", "peak fwd MiB", "peak f+b MiB", "speedup fwd", "speedup f+b"]
     rows = [header]
     print(" | ".join(header), flush=True)
     for op in args.ops:
@@ -177,21 +201,28 @@ def run_table(args, device: torch.device, dtype: torch.dtype, bandwidth: float) 
                         cells = [op, f"{e:.0e}", str(o), str(c), backend]
                         if backend != "triton" and free is not None and \
                                 torch_path_bytes(op, e, o, c, size) > 0.8 * free:
-                            rows.append(cells + ["skipped: [E, O, C] temporaries exceed memory"] + [""] * 7)
+                            rows.append(cells + ["skipped: [E, O, C] temporaries exceed memory"] + [""] * 9)
                             print(" | ".join(rows[-1][:6]), flush=True)
                             continue
                         try:
                             n, fwd, fb, pf, pfb = bench_case(op, backend, e, o, c, args, device, dtype)
                         except torch.cuda.OutOfMemoryError:
                             torch.cuda.empty_cache()
-                            rows.append(cells + ["OOM"] + [""] * 7)
+                            rows.append(cells + ["OOM"] + [""] * 9)
                             print(" | ".join(rows[-1][:6]), flush=True)
                             continue
                         fwd_bytes, fb_bytes = floor_bytes(op, e, n, o, args.basis, c, size)
+                        fwd_flops, fb_flops = flop_count(op, e, o, args.basis, c)
                         if backend == "torch":
                             base = (fwd, fb)
-                        cells += [fmt(fwd), f"{100 * fwd_bytes / bandwidth / (fwd * 1e-3):.0f}%", fmt(fb),
-                                  f"{100 * fb_bytes / bandwidth / (fb * 1e-3):.0f}%", fmt(pf, ".0f"), fmt(pfb, ".0f"),
+
+                        def pct(seconds: float, ms: float) -> str:
+                            return f"{100 * seconds / (ms * 1e-3):.0f}%"
+
+                        cells += [fmt(fwd), pct(fwd_bytes / bandwidth, fwd),
+                                  pct(max(fwd_bytes / bandwidth, fwd_flops / flops), fwd), fmt(fb),
+                                  pct(fb_bytes / bandwidth, fb), pct(max(fb_bytes / bandwidth, fb_flops / flops), fb),
+                                  fmt(pf, ".0f"), fmt(pfb, ".0f"),
                                   fmt(base[0] / fwd if base else None, ".2f"),
                                   fmt(base[1] / fb if base else None, ".2f")]
                         rows.append(cells)
@@ -260,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None, help="append the table to this Markdown file")
     parser.add_argument("--sweep", action="store_true", help="time block-size variants of the fused kernels")
     parser.add_argument("--sweep-edges", type=lambda s: int(float(s)), default=10**6)
+    parser.add_argument("--tf32", action="store_true",
+                        help="float32 matmuls (torch path and fused kernels) on TF32 tensor cores")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -272,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
 
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or platform.machine()}, " \
                                                           f"{os.cpu_count()} cores)"
+    if args.tf32:
+        torch.set_float32_matmul_precision("high")
     bandwidth = copy_bandwidth(device)
+    flops = matmul_rate(device, dtype)
     try:
         import triton
         triton_version = triton.__version__
@@ -281,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"device": name, "date": datetime.date.today().isoformat(), "dtype": args.dtype,
             "torch": torch.__version__, "triton": triton_version,
             "measured copy bandwidth": f"{bandwidth / 1e9:.0f} GB/s",
+            "measured matmul rate": f"{flops / 1e12:.1f} Tflop/s ({args.dtype}, float32 matmul precision "
+                                    f"{torch.get_float32_matmul_precision()})",
             "graph": f"mean degree {args.degree:g}, senders {args.senders}, basis B={args.basis}"}
     for k, v in meta.items():
         print(f"# {k}: {v}")
@@ -290,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         sweep(args, device, dtype)
         return 0
-    rows = run_table(args, device, dtype, bandwidth)
+    rows = run_table(args, device, dtype, bandwidth, flops)
     if args.markdown is not None:
         text = args.markdown.read_text() if args.markdown.exists() else "# Benchmark results\n\n"
         tmp = args.markdown.with_name(args.markdown.name + ".tmp")

@@ -25,8 +25,14 @@ Kernels (all accumulate in float32 for 16/32-bit inputs and in float64 for float
     grad_phi is stored directly when the channels fit one block (C <= 64), else its
     per-channel-block parts are added atomically.
 
-Matrix products use ``tl.dot`` with IEEE fp32 (no TF32), operands padded to >= 16; in
-float64 with triton < 3.5 (no fp64 ``tl.dot``) a broadcast-sum instead.
+Matrix products use ``tl.dot`` with IEEE fp32, operands padded to >= 16, or TF32 tensor cores
+where torch's float32 matmul precision allows it (see ``_tf32``); in float64 with triton < 3.5
+(no fp64 ``tl.dot``) a broadcast-sum instead. Why TF32 matters: the edge kernel costs
+2·B·C flops per (edge, orientation) against ~4·B bytes of phi plus the node rows shared by
+~degree edges, about 25 flop/byte at B = 16, C = 64, degree 32, and 45 at C = 128. An H100's
+IEEE fp32 FMA rate (~60 Tflop/s) over its ~3 TB/s is ~20 flop/byte, so in IEEE fp32 the fused
+message's compute floor is at or above its copy-bandwidth floor, and "within 2x of the copy
+floor" needs over half the peak FMA rate; TF32 tensor cores have ~8x the flop rate.
 """
 # No ``from __future__ import annotations``: the triton 3.0-3.2 interpreter recognises
 # ``tl.constexpr`` parameters only from evaluated annotations.
@@ -46,10 +52,14 @@ __all__ = [
 
 
 @triton.jit
-def _mm(a, b, ACC: tl.constexpr, USE_DOT: tl.constexpr):
-    """a [M, K] @ b [K, N] in ACC precision; a broadcast-sum where tl.dot lacks the dtype."""
+def _mm(a, b, ACC: tl.constexpr, USE_DOT: tl.constexpr, TF32: tl.constexpr):
+    """a [M, K] @ b [K, N] in ACC precision (TF32 inputs when asked); a broadcast-sum where tl.dot
+    lacks the dtype."""
     if USE_DOT:
-        c = tl.dot(a, b, input_precision="ieee", out_dtype=ACC)
+        if TF32:
+            c = tl.dot(a, b, input_precision="tf32", out_dtype=ACC)
+        else:
+            c = tl.dot(a, b, input_precision="ieee", out_dtype=ACC)
     else:
         c = tl.sum(a[:, :, None] * b[None, :, :], axis=1)
     return c
@@ -106,7 +116,7 @@ def _csr_message_kernel(phi_ptr, w_ptr, x_ptr, ptr_ptr, perm_ptr, nbr_ptr, out_p
                         s_pe, s_po, s_pb, s_wb, s_wc, s_xn, s_xo, s_xc, s_on, s_oo, s_oc,
                         HAS_PERM: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_O: tl.constexpr,
                         ROWS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
-                        USE_DOT: tl.constexpr):
+                        USE_DOT: tl.constexpr, TF32: tl.constexpr):
     node = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = c < n_c
@@ -132,7 +142,7 @@ def _csr_message_kernel(phi_ptr, w_ptr, x_ptr, ptr_ptr, perm_ptr, nbr_ptr, out_p
         j = tl.load(nbr_ptr + e, mask=rmask, other=0).to(tl.int64)
         p = tl.load(phi_ptr + e[:, None] * s_pe + ro[:, None] * s_po + b[None, :] * s_pb,
                     mask=rmask[:, None] & bmask[None, :], other=0.0).to(ACC)
-        kernel = _mm(p, w, ACC, USE_DOT)
+        kernel = _mm(p, w, ACC, USE_DOT, TF32)
         xv = tl.load(x_ptr + j[:, None] * s_xn + ro[:, None] * s_xo + c[None, :] * s_xc,
                      mask=rmask[:, None] & cmask[None, :], other=0.0).to(ACC)
         acc += kernel * xv
@@ -149,7 +159,8 @@ def _edge_backward_kernel(phi_ptr, w_ptr, h_ptr, g_ptr, send_ptr, recv_ptr, gphi
                           s_qe, s_qo, s_qb, s_wp, s_wpb, s_wpc,
                           GPHI: tl.constexpr, GW: tl.constexpr, ATOMIC_GPHI: tl.constexpr,
                           BLOCK_E: tl.constexpr, BLOCK_O: tl.constexpr, ROWS: tl.constexpr,
-                          BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr, USE_DOT: tl.constexpr):
+                          BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr, USE_DOT: tl.constexpr,
+                          TF32: tl.constexpr):
     pid = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = c < n_c
@@ -173,7 +184,7 @@ def _edge_backward_kernel(phi_ptr, w_ptr, h_ptr, g_ptr, send_ptr, recv_ptr, gphi
         t = hv.to(ACC) * gv.to(ACC)  # [rows, BLOCK_C]
         pmask = rmask[:, None] & bmask[None, :]
         if GPHI:
-            gp = _mm(t, w_t, ACC, USE_DOT)  # [rows, BLOCK_B]
+            gp = _mm(t, w_t, ACC, USE_DOT, TF32)  # [rows, BLOCK_B]
             q = gphi_ptr + e[:, None] * s_qe + ro[:, None] * s_qo + b[None, :] * s_qb
             if ATOMIC_GPHI:
                 tl.atomic_add(q, gp.to(gphi_ptr.dtype.element_ty), mask=pmask)
@@ -182,7 +193,7 @@ def _edge_backward_kernel(phi_ptr, w_ptr, h_ptr, g_ptr, send_ptr, recv_ptr, gphi
         if GW:
             p = tl.load(phi_ptr + e[:, None] * s_pe + ro[:, None] * s_po + b[None, :] * s_pb,
                         mask=pmask, other=0.0).to(ACC)
-            gw += _mm(tl.trans(p), t, ACC, USE_DOT)
+            gw += _mm(tl.trans(p), t, ACC, USE_DOT, TF32)
     if GW:
         tl.store(gw_ptr + pid * s_wp + b[:, None] * s_wpb + c[None, :] * s_wpc,
                  gw.to(gw_ptr.dtype.element_ty), mask=bmask[:, None] & cmask[None, :])
@@ -304,10 +315,22 @@ TUNING: dict[str, dict[str, int]] = {
 _VERSION = tuple(int(x) for x in triton.__version__.split("+")[0].split(".")[:2] if x.isdigit())
 FP64_DOT: bool = _VERSION >= (3, 5)
 FP32_DOT: bool = True
+FP32_PRECISION: str | None = None
 
 
 def _use_dot(dtype: torch.dtype) -> bool:
     return FP64_DOT if dtype == torch.float64 else FP32_DOT
+
+
+def _tf32(dtype: torch.dtype, use_dot: bool) -> bool:
+    """TF32 tensor-core products for float32 inputs only where torch's own float32 matmuls may use
+    them (``torch.set_float32_matmul_precision("high")`` or ``"medium"``); the default
+    ("highest") keeps IEEE float32. ``FP32_PRECISION`` ("ieee"/"tf32") overrides, for benchmarks."""
+    if dtype != torch.float32 or not use_dot:
+        return False
+    if FP32_PRECISION is not None:
+        return FP32_PRECISION == "tf32"
+    return torch.get_float32_matmul_precision() != "highest"
 
 
 def _message_blocks(num_o: int, num_b: int, num_c: int, kind: str, use_dot: bool = True) -> dict[str, int]:
@@ -340,7 +363,7 @@ def csr_message(phi: Tensor, weight: Tensor, x: Tensor, ptr: Tensor, nbr: Tensor
     _csr_message_kernel[grid](
         phi, weight, x, ptr, ptr if perm is None else perm, nbr, out, num_o, num_b, num_c,
         *phi.stride(), *weight.stride(), *x.stride(), *out.stride(),
-        HAS_PERM=perm is not None, ACC=acc, USE_DOT=use_dot, **blocks)
+        HAS_PERM=perm is not None, ACC=acc, USE_DOT=use_dot, TF32=_tf32(x.dtype, use_dot), **blocks)
     return out
 
 
@@ -375,7 +398,8 @@ def edge_backward(phi: Tensor, weight: Tensor, h: Tensor, grad_out: Tensor, send
             phi, weight, h, grad_out, sender, receiver, gphi_arg, partial,
             num_e, num_o, num_b, num_c, num_blocks,
             *phi.stride(), *weight.stride(), *h.stride(), *grad_out.stride(), *q_strides, *partial.stride(),
-            GPHI=need_phi, GW=need_weight, ATOMIC_GPHI=atomic, ACC=acc, USE_DOT=use_dot, **blocks)
+            GPHI=need_phi, GW=need_weight, ATOMIC_GPHI=atomic, ACC=acc, USE_DOT=use_dot,
+            TF32=_tf32(h.dtype, use_dot), **blocks)
     elif gphi is not None:
         gphi.zero_()
     grad_phi = gphi.to(phi.dtype) if gphi is not None else None

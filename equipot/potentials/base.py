@@ -9,9 +9,10 @@ backbone.
 Why ``energy_correction`` (a trainable per-element parameter, zero after ``set_reference``):
 subtracting ``e_iso`` removes every per-element constant the backbone could learn, so without it
 a constant energy offset could only be learned through weights that also shape the forces, which
-the force-dominated loss moves slowly (a trained ethanol model was off by a constant 0.22 eV at
-a 0.05 eV spread). The correction gets gradient from the energy loss alone, and Adam scales its
-steps to the learning rate however small that gradient is.
+the force-dominated loss moves slowly and at random (a trained ethanol model was off by a
+constant 0.22 eV at a 0.05 eV spread). The correction gets gradient from the energy loss alone;
+the trainer also re-fits it in closed form before every validation
+(``Trainer._refit_energy_correction``).
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent('''
     def compile_(fn, types, consts, num_warps=8):
         sig = {a: ("constexpr" if a in consts else types.get(a, "i32")) for a in fn.arg_names}
         triton.compile(ASTSource(fn, sig, consts), target=target, options={"num_warps": num_warps})
-        print("compiled", fn.__name__, consts.get("ACC"), consts.get("USE_DOT"))
+        print("compiled", fn.__name__, consts.get("ACC"), consts.get("USE_DOT"), consts.get("TF32"))
 
     compile_(ts._segment_sum_kernel, {"src_ptr": "*fp32", "ptr_ptr": "*i64", "out_ptr": "*fp32"},
              {"BLOCK_E": 16, "BLOCK_F": 128, "ACC": tl.float32}, 4)
@@ -33,16 +33,17 @@ SCRIPT = textwrap.dedent('''
              {"BLOCK_E": 16, "BLOCK_F": 128}, 4)
     compile_(ts._scatter_add_kernel, {"src_ptr": "*fp32", "index_ptr": "*i64", "out_ptr": "*fp32"},
              {"BLOCK_E": 16, "BLOCK_F": 128}, 4)
-    for dt, acc, dot in (("fp32", tl.float32, True), ("fp64", tl.float64, False)):
+    for dt, acc, dot, tf32 in (("fp32", tl.float32, True, False), ("fp32", tl.float32, True, True),
+                               ("fp64", tl.float64, False, False)):
         ptrs = {"phi_ptr": f"*{dt}", "w_ptr": f"*{dt}", "x_ptr": f"*{dt}", "ptr_ptr": "*i64",
                 "perm_ptr": "*i64", "nbr_ptr": "*i64", "out_ptr": f"*{dt}"}
         compile_(ts._csr_message_kernel, ptrs, {"HAS_PERM": True, "BLOCK_E": 2, "BLOCK_O": 8, "ROWS": 16, "BLOCK_B": 16,
-                                                "BLOCK_C": 64, "ACC": acc, "USE_DOT": dot})
+                                                "BLOCK_C": 64, "ACC": acc, "USE_DOT": dot, "TF32": tf32})
         ptrs = {"phi_ptr": f"*{dt}", "w_ptr": f"*{dt}", "h_ptr": f"*{dt}", "g_ptr": f"*{dt}", "send_ptr": "*i64",
                 "recv_ptr": "*i64", "gphi_ptr": f"*{dt}", "gw_ptr": f"*{dt}"}
         compile_(ts._edge_backward_kernel, ptrs, {"GPHI": True, "GW": True, "ATOMIC_GPHI": dot, "BLOCK_E": 2,
                                                   "BLOCK_O": 8, "ROWS": 16, "BLOCK_B": 16, "BLOCK_C": 64, "ACC": acc,
-                                                  "USE_DOT": dot})
+                                                  "USE_DOT": dot, "TF32": tf32})
 ''')
 
 
@@ -62,4 +63,4 @@ def test_kernels_compile_for_sm90():
     if proc.returncode != 0 and "ptxas" in proc.stderr and "not found" in proc.stderr.lower():
         pytest.skip("triton's bundled ptxas is missing")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("compiled") == 7
+    assert proc.stdout.count("compiled") == 9

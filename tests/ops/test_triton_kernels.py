@@ -161,6 +161,35 @@ def test_message_float64_without_tl_dot(monkeypatch):
     _compare_message(phi, weight, h, edge_index, 4, torch.float64)
 
 
+@pytest.fixture
+def tf32_matmuls():
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
+def test_message_tf32_follows_torch_matmul_precision(tf32_matmuls, monkeypatch):
+    """float32 kernels take TF32 products only where torch's float32 matmuls may (never float64).
+
+    The interpreter computes the TF32 branch in full float32, so on the CPU this checks that the
+    branch runs; on a GPU the tolerance is TF32's (10-bit mantissa, sums over B = 5 and C)."""
+    assert triton_scatter._tf32(torch.float32, True) and not triton_scatter._tf32(torch.float64, True)
+    monkeypatch.setattr(triton_scatter, "FP32_PRECISION", "ieee")
+    assert not triton_scatter._tf32(torch.float32, True)
+    monkeypatch.setattr(triton_scatter, "FP32_PRECISION", None)
+    phi, weight, h, edge_index = _message_inputs(6, 40, 3, 5, 20, torch.float64, seed=4, empty=(0,))
+    ref = spatial_message(phi, weight, h, edge_index, 6, backend="torch")
+    grad = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    ref_grads = torch.autograd.grad(ref, (phi, weight, h), grad)
+    x32 = [x.detach().float().requires_grad_() for x in (phi, weight, h)]
+    out = spatial_message(*x32, edge_index, 6, backend="triton")
+    tol = {"rtol": 1e-2, "atol": 1e-2} if _CUDA else {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(out.double(), ref, **tol)
+    for got, want in zip(torch.autograd.grad(out, x32, grad.float()), ref_grads):
+        torch.testing.assert_close(got.double(), want, **tol)
+
+
 def test_message_wide_channels_unsorted_and_receiver_ptr():
     # C > 128: several channel blocks forward and the atomic grad-phi path backward.
     phi, weight, h, edge_index = _message_inputs(3, 12, 2, 3, 130, torch.float64, seed=3, sort=False)
