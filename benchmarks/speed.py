@@ -255,5 +255,6 @@ def fits_on_gpu(model, atoms, device: str) -> bool:
     finally:
         torch.cuda.empty_cache()
 
+
 if __name__ == "__main__":
     main()

@@ -117,13 +117,13 @@ def test_real_torch_scatter_matches_torch_path(dtype):
     ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(index, minlength=40).cumsum(0)])
     src = torch.randn(3, 600, 8, generator=g, dtype=dtype).transpose(0, 1)  # [600, 3, 8], non-contiguous
     unsorted = index[torch.randperm(600, generator=g)]
+    weight = torch.randn(4, 5, generator=g, dtype=dtype)
+    h = torch.randn(40, 3, 5, generator=g, dtype=dtype)
     for name in ("torch", "torch_scatter"):
         x = src.detach().requires_grad_(True)
         outs = [scatter_sum(x, unsorted, 40, backend=name), segment_sum(x, ptr, backend=name),
-                spatial_message(x[:, :, :4], torch.randn(4, 5, generator=torch.Generator().manual_seed(0),
-                                                         dtype=dtype), torch.randn(40, 3, 5, dtype=dtype,
-                                                         generator=torch.Generator().manual_seed(1)),
-                                torch.stack([edge_index[0], index]), 40, receiver_ptr=ptr, backend=name)]
+                spatial_message(x[:, :, :4], weight, h, torch.stack([edge_index[0], index]), 40, receiver_ptr=ptr,
+                                backend=name)]
         grads = torch.autograd.grad(sum((o * (k + 1)).sum() for k, o in enumerate(outs)), x)
         if name == "torch":
             ref = [o.detach() for o in outs], grads
