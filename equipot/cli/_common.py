@@ -9,6 +9,10 @@ import torch
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="model file (model.pt) or a training run directory")
+
+
 def add_model_options(parser: argparse.ArgumentParser, dtype: str = "float64") -> None:
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default=dtype, choices=sorted(DTYPES), help="floating-point precision")

@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import DTYPES, add_model_options, device_of, load_model_file
+from ._common import DTYPES, add_model_argument, add_model_options, device_of, load_model_file
 
 HELP = "evaluate a model on an HDF5 dataset: MAE/RMSE per target (meV, meV/atom, meV/Å)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="model file (model.pt) or a training run directory")
+    add_model_argument(parser)
     parser.add_argument("data", metavar="DATA", help="equipot HDF5 file (see equipot convert)")
     parser.add_argument("--split", default=None, help="named split of DATA to evaluate (default: all frames)")
     parser.add_argument("--property", default=None,

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..atomic import atomic_write
-from ._common import DTYPES, add_model_options, device_of, load_model_file
+from ._common import DTYPES, add_model_argument, add_model_options, device_of, load_model_file
 
 HELP = "export a model as a torch.export program (.pt2) giving energy and forces, loadable without equipot"
 
@@ -38,7 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      "pairs closer than the model's cutoff), edge_shift [E,3] (cell shifts), cell [B,3,3] Å and "
                      "batch [N] to energy [B] eV and forces [N,3] eV/Å. Load it with torch.export.load(path)"
                      ".module(); the model's cutoff and elements are in the extra file 'equipot.json'.")
-    parser.add_argument("model", metavar="MODEL", help="model file (model.pt) or a training run directory")
+    add_model_argument(parser)
     parser.add_argument("-o", "--output", default=None, metavar="OUT.pt2",
                         help="output file (default: MODEL with the suffix .pt2)")
     parser.add_argument("--no-check", action="store_true",

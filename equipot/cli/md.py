@@ -5,13 +5,21 @@ import argparse
 import time
 from pathlib import Path
 
-from ._common import DTYPES, add_model_options, check_elements, device_of, load_model_file, read_structure
+from ._common import (
+    DTYPES,
+    add_model_argument,
+    add_model_options,
+    check_elements,
+    device_of,
+    load_model_file,
+    read_structure,
+)
 
 HELP = "run molecular dynamics (Langevin NVT or velocity-Verlet NVE) and write a trajectory"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="model file (model.pt) or a training run directory")
+    add_model_argument(parser)
     parser.add_argument("structure", metavar="STRUCTURE", help="starting structure, any file ASE reads (last frame)")
     parser.add_argument("--steps", type=int, default=1000, help="number of MD steps")
     parser.add_argument("--dt", type=float, default=0.5, help="time step, fs")

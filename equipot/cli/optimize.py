@@ -4,13 +4,21 @@ from __future__ import annotations
 import argparse
 import time
 
-from ._common import DTYPES, add_model_options, check_elements, device_of, load_model_file, read_structure
+from ._common import (
+    DTYPES,
+    add_model_argument,
+    add_model_options,
+    check_elements,
+    device_of,
+    load_model_file,
+    read_structure,
+)
 
 HELP = "relax a structure with FIRE or BFGS (and its cell with --cell, FrechetCellFilter)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="model file (model.pt) or a training run directory")
+    add_model_argument(parser)
     parser.add_argument("structure", metavar="STRUCTURE", help="structure, any file ASE reads (last frame)")
     parser.add_argument("--fmax", type=float, default=0.05, help="convergence: largest force, eV/Å")
     parser.add_argument("--steps", type=int, default=500, help="maximum optimiser steps")

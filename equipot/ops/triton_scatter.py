@@ -112,21 +112,26 @@ def _scatter_add_kernel(src_ptr, index_ptr, out_ptr, n_e, F, s_se, s_sf, s_oe, s
 
 
 @triton.jit
+def _tile_indices(n_o, n_b, n_c, BLOCK_O: tl.constexpr, ROWS: tl.constexpr, BLOCK_B: tl.constexpr,
+                  BLOCK_C: tl.constexpr):
+    """Indices and masks of a message tile: channels of this program's block (axis 1), kernel
+    basis, and the tile's rows, which are (edge, orientation) pairs: row = e_local * BLOCK_O + o
+    (ROWS = BLOCK_E * BLOCK_O)."""
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b = tl.arange(0, BLOCK_B)
+    r = tl.arange(0, ROWS)
+    ro = r % BLOCK_O
+    return c, c < n_c, b, b < n_b, r // BLOCK_O, ro, ro < n_o
+
+
+@triton.jit
 def _csr_message_kernel(phi_ptr, w_ptr, x_ptr, ptr_ptr, perm_ptr, nbr_ptr, out_ptr, n_o, n_b, n_c,
                         s_pe, s_po, s_pb, s_wb, s_wc, s_xn, s_xo, s_xc, s_on, s_oo, s_oc,
                         HAS_PERM: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_O: tl.constexpr,
                         ROWS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
                         USE_DOT: tl.constexpr, TF32: tl.constexpr):
     node = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = c < n_c
-    b = tl.arange(0, BLOCK_B)
-    bmask = b < n_b
-    # Rows of a tile are (edge, orientation) pairs: row = e_local * BLOCK_O + o.
-    r = tl.arange(0, ROWS)  # ROWS = BLOCK_E * BLOCK_O
-    re = r // BLOCK_O
-    ro = r % BLOCK_O
-    omask = ro < n_o
+    c, cmask, b, bmask, re, ro, omask = _tile_indices(n_o, n_b, n_c, BLOCK_O, ROWS, BLOCK_B, BLOCK_C)
     w = tl.load(w_ptr + b[:, None] * s_wb + c[None, :] * s_wc,
                 mask=bmask[:, None] & cmask[None, :], other=0.0).to(ACC)
     start = tl.load(ptr_ptr + node).to(tl.int64)
@@ -162,14 +167,7 @@ def _edge_backward_kernel(phi_ptr, w_ptr, h_ptr, g_ptr, send_ptr, recv_ptr, gphi
                           BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr, USE_DOT: tl.constexpr,
                           TF32: tl.constexpr):
     pid = tl.program_id(0)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = c < n_c
-    b = tl.arange(0, BLOCK_B)
-    bmask = b < n_b
-    r = tl.arange(0, ROWS)  # ROWS = BLOCK_E * BLOCK_O
-    re = r // BLOCK_O
-    ro = r % BLOCK_O
-    omask = ro < n_o
+    c, cmask, b, bmask, re, ro, omask = _tile_indices(n_o, n_b, n_c, BLOCK_O, ROWS, BLOCK_B, BLOCK_C)
     w_t = tl.load(w_ptr + b[None, :] * s_wb + c[:, None] * s_wc,
                   mask=bmask[None, :] & cmask[:, None], other=0.0).to(ACC)  # [BLOCK_C, BLOCK_B] = W^T
     gw = tl.zeros([BLOCK_B, BLOCK_C], dtype=ACC)
