@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .hdf5 import HDF5Writer
-from .md17 import _add_splits, _collect_splits, relabel_error
+from .md17 import _add_splits, _collect_splits, _open_inputs, relabel_error
 from .units import energy_factor, length_factor
 
 _SKIP_ARRAYS = {"numbers", "positions"}
@@ -192,12 +192,7 @@ def convert_ase(
     other numbers are stored as they are. ``index`` is an ASE index string (``":"``, ``"::10"``).
     ``splits`` maps split names to index files or lists. ``limit`` caps the frame count.
     """
-    paths = [Path(inputs)] if isinstance(inputs, (str, os.PathLike)) else [Path(p) for p in inputs]
-    if not paths:
-        raise ValueError("no input files given")
-    for p in paths:
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: no such file")
+    paths = _open_inputs(inputs)
     ef = energy_factor(energy_unit, f"{paths[0]}: option energy_unit")
     lf = length_factor(length_unit, f"{paths[0]}: option length_unit")
     split_map = _collect_splits(splits, None)
