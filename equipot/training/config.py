@@ -48,7 +48,9 @@ class ModelSection:
         atomic_energies: per-element reference energies: ``fit`` (least squares on the training
             split), ``zero``, or a mapping {atomic number: eV}.
         learn_atomic_energies: train a per-element correction to those energies (the model's
-            ``energy_correction``; it changes energies only, never forces).
+            ``energy_correction``; it changes energies only, never forces). null (default): true
+            for ``fit`` and ``zero``, false for a mapping, so that given isolated-atom energies
+            (e.g. DFT E0s) stay exactly what the model gives for isolated atoms.
         scale: eV multiplying the backbone output: a number, ``rms_forces`` (RMS of the training
             force components) or ``std`` (RMS per-atom residual energy after the reference fit).
         shift: eV added to every atom's energy.
@@ -60,7 +62,7 @@ class ModelSection:
     cutoff: float = 5.0
     elements: list[int] | None = None
     atomic_energies: Any = "fit"
-    learn_atomic_energies: bool = True
+    learn_atomic_energies: bool | None = None
     scale: Any = "rms_forces"
     shift: float = 0.0
     avg_num_neighbors: Any = "auto"

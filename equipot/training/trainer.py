@@ -117,7 +117,10 @@ class Trainer:
         # parameters that get no gradient.
         energy_loss = tc.property is not None or (
             tc.energy_weight > 0 and "energy" in available_targets(self.splits.train))
-        self.learn_energies = bool(config.model.learn_atomic_energies and energy_loss)
+        learn = config.model.learn_atomic_energies
+        if learn is None:
+            learn = not isinstance(config.model.atomic_energies, dict)
+        self.learn_energies = bool(learn and energy_loss)
         self.model = self._build_model()
         self.model_elements = list(self.model.config.elements)
         self.model.energy_correction.requires_grad_(self.learn_energies)

@@ -143,14 +143,15 @@ def test_learned_atomic_energies_remove_an_energy_offset(ethanol_h5, tmp_path):
     error on the training frames is ~0.02 eV; without it the backbone drifts during the
     force-dominated training and leaves a constant offset of several eV (measured -4.3 eV).
     The test asks for < 0.1 eV and > 1 eV. With the refit off the correction still learns by gradient.
+    Given references (a mapping) are not corrected unless asked.
     """
     train_frames = H5Dataset(ethanol_h5, split="train")
     mean = float(np.mean([train_frames[k].energy for k in range(len(train_frames))]))
     wrong = (mean + 0.45) / 9  # ethanol C2H6O: 9 atoms, one composition
     refs = f"model.atomic_energies={{1: {wrong!r}, 6: {wrong!r}, 8: {wrong!r}}}"
     offsets = {}
-    for name, extra in (("learn", []), ("fixed", ["model.learn_atomic_energies=false"]),
-                        ("gradient only", ["train.energy_refit_frames=0"])):
+    learn = "model.learn_atomic_energies=true"  # given references are kept by default
+    for name, extra in (("learn", [learn]), ("fixed", []), ("gradient only", [learn, "train.energy_refit_frames=0"])):
         run = tmp_path / name.replace(" ", "_")
         train(_config(ethanol_h5, run, *SHORT, refs, *extra), log=lambda s: None)
         model = load_model(run / "model_last.pt")
