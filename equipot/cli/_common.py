@@ -66,3 +66,15 @@ def check_elements(model, atoms, where: str) -> None:
 
             raise ValueError(f"{where}: atom {k} is {chemical_symbols[int(z)]} (Z={int(z)}), an element the model "
                              f"was not trained on (it knows Z = {sorted(known)})")
+
+
+def structure_with_calculator(args: argparse.Namespace, **calc_options):
+    """The last frame of ``args.structure`` with an EquiCalc of ``args.model`` on ``args.device``
+    in ``args.dtype`` attached (``calc_options`` go to EquiCalc, e.g. ``skin``)."""
+    from ..calculators.ase import EquiCalc
+
+    model = load_model_file(args.model)
+    atoms = read_structure(args.structure)
+    check_elements(model, atoms, args.structure)
+    atoms.calc = EquiCalc(model, device=device_of(args.device), dtype=DTYPES[args.dtype], **calc_options)
+    return atoms

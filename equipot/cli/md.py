@@ -5,15 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ._common import (
-    DTYPES,
-    add_model_argument,
-    add_model_options,
-    check_elements,
-    device_of,
-    load_model_file,
-    read_structure,
-)
+from ._common import add_model_argument, add_model_options, structure_with_calculator
 
 HELP = "run molecular dynamics (Langevin NVT or velocity-Verlet NVE) and write a trajectory"
 
@@ -43,16 +35,11 @@ def run(args: argparse.Namespace) -> int:
     from ase.md.langevin import Langevin
     from ase.md.verlet import VelocityVerlet
 
-    from ..calculators.ase import EquiCalc
-
     if args.steps < 0 or args.dt <= 0 or args.interval < 1:
         raise ValueError("--steps must be >= 0, --dt > 0 fs and --interval >= 1")
     if args.temperature < 0:
         raise ValueError(f"--temperature must be >= 0 K, got {args.temperature}")
-    model = load_model_file(args.model)
-    atoms = read_structure(args.structure)
-    check_elements(model, atoms, args.structure)
-    atoms.calc = EquiCalc(model, device=device_of(args.device), dtype=DTYPES[args.dtype], skin=args.skin)
+    atoms = structure_with_calculator(args, skin=args.skin)
     rng = np.random.default_rng(args.seed)
     if args.temperature > 0:
         # thermalize_momenta replaces MaxwellBoltzmannDistribution from ASE 3.29 on

@@ -4,15 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ._common import (
-    DTYPES,
-    add_model_argument,
-    add_model_options,
-    check_elements,
-    device_of,
-    load_model_file,
-    read_structure,
-)
+from ._common import add_model_argument, add_model_options, structure_with_calculator
 
 HELP = "relax a structure with FIRE or BFGS (and its cell with --cell, FrechetCellFilter)"
 
@@ -37,14 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from ase import units
     from ase.optimize import BFGS, FIRE
 
-    from ..calculators.ase import EquiCalc
-
     if args.fmax <= 0 or args.steps < 0:
         raise ValueError("--fmax must be > 0 eV/Å and --steps >= 0")
-    model = load_model_file(args.model)
-    atoms = read_structure(args.structure)
-    check_elements(model, atoms, args.structure)
-    atoms.calc = EquiCalc(model, device=device_of(args.device), dtype=DTYPES[args.dtype])
+    atoms = structure_with_calculator(args)
     target = atoms
     if args.cell:
         if not atoms.pbc.all():
