@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import json
 import math
 import platform
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -72,6 +74,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="torch device for both models")
     p.add_argument("--no-mace", action="store_true", help="train only equipot")
+    p.add_argument("--parallel", action="store_true",
+                   help="train equipot and MACE at the same time, one process each (load hits both alike)")
+    p.add_argument("--only", choices=("equipot", "mace"), help=argparse.SUPPRESS)
+    p.add_argument("--max-steps", type=int, default=None, help="also stop both models after this many steps")
     p.add_argument("--mace-hidden", default="32x0e + 32x1o", help="MACE hidden irreps")
     p.add_argument("--mace-max-ell", type=int, default=3, help="MACE spherical-harmonics order")
     p.add_argument("--mace-correlation", type=int, default=3, help="MACE body order - 1")
@@ -101,7 +107,8 @@ def equipot_config(args, h5: Path):
         f"train.energy_weight={args.energy_weight}", f"train.forces_weight={args.forces_weight}",
         f"train.max_time={args.budget}", "train.epochs=1000000", f"train.device={args.device}",
         f"train.run_dir={Path(args.out) / f'equipot_{datetime.now():%Y%m%d_%H%M%S}'}",
-        "train.checkpoint_every=0", "train.progress=false", *args.overrides,
+        "train.checkpoint_every=0", "train.progress=false",
+        *([f"train.max_steps={args.max_steps}"] if args.max_steps else []), *args.overrides,
     ]
     return load_config(None, overrides)
 
@@ -112,7 +119,10 @@ def run_equipot(config, test: H5Dataset, device: str) -> dict:
     wall = time.perf_counter() - t0
     model = load_model(Path(config.train.run_dir) / "model.pt").to(device)
     result = evaluate(model, test, batch_size=20, device=device)
+    with open(Path(config.train.run_dir) / "metrics.csv") as f:
+        curve = [(int(row["step"]), float(row["forces_mae"]) * 1e3) for row in csv.DictReader(f)]
     return {
+        "valid_curve": curve,
         "forces_mae_meV_A": result.metrics["forces_mae"] * 1e3,
         "energy_mae_meV": result.metrics["energy_mae"] * 1e3,
         "steps": summary["steps"], "epochs": summary["epochs"], "train_time_s": summary["time_s"],
@@ -203,7 +213,7 @@ def run_mace(args, train_ds: H5Dataset, valid_ds: H5Dataset, test: H5Dataset) ->
 
         def validate(m) -> float:
             m.eval()
-            total = count = 0.0
+            total = count = abs_f = n_f = 0.0
             vl = torch_geometric.dataloader.DataLoader(valid_data, batch_size=20, shuffle=False)
             for batch in vl:
                 batch, out = predict(m, batch, False)
@@ -212,9 +222,11 @@ def run_mace(args, train_ds: H5Dataset, valid_ds: H5Dataset, test: H5Dataset) ->
                 f = float(((out["forces"].detach() - batch.forces) ** 2).mean())
                 total += (args.energy_weight * e + args.forces_weight * f) * batch.num_graphs
                 count += batch.num_graphs
-            return total / count
+                abs_f += float((out["forces"].detach() - batch.forces).abs().sum())
+                n_f += batch.forces.numel()
+            return total / count, abs_f / n_f
 
-        step, epoch, best, best_state = 0, 0, math.inf, None
+        step, epoch, best, best_state, curve = 0, 0, math.inf, None, []
         t0 = time.perf_counter()
         done = False
         while not done:
@@ -232,10 +244,11 @@ def run_mace(args, train_ds: H5Dataset, valid_ds: H5Dataset, test: H5Dataset) ->
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
                 opt.step()
                 ema.update(model)
-                if time.perf_counter() - t0 >= args.budget:
+                if time.perf_counter() - t0 >= args.budget or (args.max_steps and step >= args.max_steps):
                     done = True
                     break
-            score = validate(ema.shadow)
+            score, valid_f = validate(ema.shadow)
+            curve.append((step, valid_f * 1e3))
             schedule.observe(score)
             if score < best:
                 best, best_state = score, copy.deepcopy(ema.shadow.state_dict())
@@ -253,6 +266,7 @@ def run_mace(args, train_ds: H5Dataset, valid_ds: H5Dataset, test: H5Dataset) ->
             abs_e += float((out["energy"] - batch.energy).abs().sum())
             n_e += batch.num_graphs
         return {
+            "valid_curve": curve,
             "forces_mae_meV_A": abs_f / n_f * 1e3, "energy_mae_meV": abs_e / n_e * 1e3, "steps": step,
             "epochs": epoch, "train_time_s": round(train_time, 1),
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -261,6 +275,29 @@ def run_mace(args, train_ds: H5Dataset, valid_ds: H5Dataset, test: H5Dataset) ->
         }
     finally:
         torch.set_default_dtype(previous)
+
+
+def run_parallel(argv: list[str], out: Path) -> dict:
+    """Run the equipot and the MACE part as two processes at the same time; their results."""
+    argv = [a for a in argv if a != "--parallel"]
+    procs = {name: subprocess.Popen([sys.executable, __file__, *argv, "--only", name]) for name in ("equipot", "mace")}
+    results = {}
+    for name, proc in procs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"the {name} process failed (exit code {proc.returncode})")
+        results[name] = json.loads((out / f"part_{name}.json").read_text())
+    return results
+
+
+def print_curves(results: dict) -> None:
+    """Validation force MAE of both models at the steps where both validated (equal-step view)."""
+    ours, theirs = dict(results["equipot"]["valid_curve"]), dict(results["mace"]["valid_curve"])
+    common = sorted(set(ours) & set(theirs))
+    if common:
+        print("validation force MAE (meV/Å) at equal steps:")
+        print("  step    " + "".join(f"{s:>8}" for s in common))
+        print("  equipot " + "".join(f"{ours[s]:>8.1f}" for s in common))
+        print("  MACE    " + "".join(f"{theirs[s]:>8.1f}" for s in common))
 
 
 def main(argv=None) -> int:
@@ -280,8 +317,18 @@ def main(argv=None) -> int:
                "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                "cpus": torch.get_num_threads(), "torch": torch.__version__,
                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    results["equipot"] = run_equipot(config, test, args.device)
-    if args.no_mace:
+    if args.parallel:
+        results.update(run_parallel(argv if argv is not None else sys.argv[1:], Path(args.out)))
+    elif args.only:
+        part = run_equipot(config, test, args.device) if args.only == "equipot" else run_mace(
+            args, splits.train, splits.valid, test)
+        (Path(args.out) / f"part_{args.only}.json").write_text(json.dumps(part))
+        return 0
+    else:
+        results["equipot"] = run_equipot(config, test, args.device)
+    if args.parallel:
+        pass
+    elif args.no_mace:
         print("MACE: skipped (--no-mace)")
     elif not mace_available():
         print("MACE: not installed (pip install mace-torch); equipot only")
@@ -295,6 +342,7 @@ def main(argv=None) -> int:
             print(f"{name:<10}{r['parameters']:>10}{r['steps']:>8}{r['forces_mae_meV_A']:>14.2f}"
                   f"{r['energy_mae_meV']:>12.2f}")
     if "mace" in results:
+        print_curves(results)
         ratio = results["equipot"]["forces_mae_meV_A"] / results["mace"]["forces_mae_meV_A"]
         results["force_mae_ratio_equipot_over_mace"] = ratio
         print(f"force MAE ratio equipot / MACE: {ratio:.3f} (same data, same {args.budget:.0f} s budget)")

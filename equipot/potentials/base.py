@@ -31,7 +31,7 @@ from ..ops import scatter_sum
 from .registry import get_backbone
 
 MODEL_FORMAT = "equipot.model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: backbone options may need their 0.1 defaults (see _upgrade_options)
 
 
 @dataclass
@@ -247,6 +247,18 @@ def save_model(model: Potential, path: str | os.PathLike) -> None:
         torch.save(payload, tmp)
 
 
+def _upgrade_options(backbone: str, options: dict[str, Any], version: int) -> dict[str, Any]:
+    """Backbone options of a file of model format ``version``, completed with the defaults of its time.
+
+    Files store only the options that were given; a backbone whose defaults changed since says
+    what they were through its config class's ``legacy_options(options)`` (format 1 = equipot 0.1).
+    """
+    config_cls = get_backbone(backbone)[1]
+    if version < 2 and hasattr(config_cls, "legacy_options"):
+        return config_cls.legacy_options(dict(options))
+    return options
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Potential:
     """Load a model written by :func:`save_model`. Never runs code from the file."""
     path = Path(path)
@@ -262,6 +274,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device | None 
         raise ValueError(f"{path} was written by a newer equipot (model format {payload['version']})")
     known = {f.name for f in fields(PotentialConfig)}
     config = PotentialConfig(**{k: v for k, v in payload["config"].items() if k in known})
+    config.backbone_options = _upgrade_options(config.backbone, config.backbone_options, payload.get("version", 0))
     model = Potential(config)
     state = payload["state_dict"]
     dtype = next((v.dtype for k, v in state.items() if k.startswith("backbone.") and v.is_floating_point()),

@@ -1,37 +1,58 @@
 """R3×S2 message passing (PΘNITA, Bekkers et al., ICLR 2024) as an energy backbone.
 
-Each atom carries features h [O, C] on a grid of O orientations. For an edge
-r = x_j - x_i and an orientation o the pair invariants are |r| and o·r̂ (equivalently
-PΘNITA's o·r and |r - (o·r) o|); they are embedded as Gaussians in |r| times Legendre
-polynomials P_0..P_L of o·r̂, then a linear layer and SiLU, into phi [E, O, K], times the
-smooth cutoff envelope. The embedding's input is multiplied by ``edge_gain * sqrt(fan_in)``, so
-that the first layer starts with pre-activations of order ``edge_gain`` rather than ~0.2 (the
-default nn.Linear init on Gaussians of height 1): its SiLU then acts as a nonlinearity and the
-kernel resolves bond lengths sharply. With the plain init the kernel was ~0.06 in size and a
-smooth, nearly linear function of the basis, the messages were ~2 % of the node features, and
-the model was close to a sum of smooth pair terms: it could not fit even 5 rMD17 ethanol
-frames below ~250 meV/Å (now ~28 with hidden 32, 2 layers, grid 8). The readout's last layer
-starts at a tenth of its default size, so the untrained surface stays gentle. Keeping the
-angular degree low keeps features smooth on the sphere, so the grid's quadrature (readout,
-sphere convolution) stays accurate under rotations. A layer is a separable convolution:
+Each atom carries features h [O, C] on a grid of O orientations o. A layer is a separable
+convolution over position-orientation space followed by a ConvNeXt block:
 
-1. spatial: m_i[o] = sum_j (phi_ij[o] @ W) * h_j[o] / avg_num_neighbors**p  (the hot path,
-   :func:`equipot.ops.spatial_message`); p = ``neighbor_norm_power``, 0 by default: dividing by
-   the neighbour count left the messages far smaller than h, and trained worse (rMD17 ethanol,
-   200 frames, 200 steps: 222 meV/Å test force MAE with p = 0.5, 190 with p = 0);
-2. sphere:  m'_i[p] = (1/O) sum_o K(o·p) * m_i[o], K_c(x) = sum_l w_lc P_l(x) per channel;
-3. ConvNeXt-style block: h <- h + γ ⊙ MLP(h + m'), channel mixing per orientation. There is
-   no LayerNorm: normalising a message that fades to zero at the cutoff has a gain of
-   1/sqrt(eps) there, which makes forces steep for weakly bound atoms (and it trained no
-   better on rMD17 ethanol).
+1. spatial: m_i[o] = sum_j (phi_ij[o] @ W) * h_j[o] (the hot path, :func:`equipot.ops.spatial_message`),
+   where phi_ij[o] [K] embeds the pair invariants |r| and o·r̂ (r = x_j - x_i);
+2. sphere: m'_i[p] = (1/O) sum_o K_c(o·p) m_i[o] with K_c(x) = sum_l w_lc P_l(x) per channel
+   (a band-limited Funk-Hecke filter of degree L);
+3. block: h <- h + γ ⊙ MLP(norm(h + m')), channel mixing per orientation.
 
-The readout is an MLP per orientation averaged over the grid: invariant up to the
-grid's resolution (the error shrinks as O grows; see tests). ``r3_only=True`` uses
-distances only (O = 1): exactly invariant and cheaper.
+The energy is read out per orientation and averaged over the grid, so the model is
+rotation-invariant up to the grid's quadrature error: every choice below is about keeping the
+features smooth on the sphere, so that a small grid already averages them accurately.
+
+Edge kernels (``kernel``):
+
+- ``radial`` (default): phi_ij[o] = P_l(o·r̂) rho_lm(|r|): a radial MLP gives M functions of the
+  distance for each Legendre degree l <= L, so the kernel is exactly band-limited (degree L) in
+  the orientation, while any nonlinearity acts on the distance only. The radial MLP's trunk is
+  shared by all layers, each layer has its own last linear map (PΘNITA's shared basis with a
+  per-layer projection). Its input is scaled by ``edge_gain * sqrt(fan_in)`` so that the trunk
+  starts with pre-activations of order one and resolves bond lengths (with the plain init on
+  Gaussians of height 1 the kernel was a nearly linear, smooth function of |r|).
+- ``mlp`` (equipot 0.1): an MLP over Gaussians(|r|) x Legendre(o·r̂) with the same input gain,
+  plus a per-layer Linear+SiLU on [E, O, K]; its SiLU acts on functions of o·r̂, so the kernel
+  is not band-limited (10-13 % of its angular power above degree 3 at initialisation).
+
+The block (defaults: ``lowpass=2``, ``norm=true``, ``readout=every``, ``widening=2``; the 0.1
+block was ``lowpass=null, norm=false, readout=mlp, widening=4``):
+
+- ``lowpass`` (a degree, or null): every layer's update is projected onto spherical harmonics of
+  degree <= lowpass on the grid (a sphere convolution with the reproducing kernel
+  (1/O) sum_l (2l+1) P_l(o·p)), so the features stay band-limited up to the aliasing of the MLP.
+- ``norm=true``: LayerNorm over channels of h + m' before the MLP (PΘNITA normalises the
+  convolution output, which contains a self-interaction; normalising h + m' instead keeps the
+  gain bounded when a neighbour fades out at the cutoff, where m' -> 0).
+- ``readout``: ``every`` (a linear head after every layer, averaged, as in PΘNITA) or ``mlp``
+  (an MLP on the last layer's features).
+
+Grids (``grid``, ``grid_size``; see :mod:`equipot.potentials.sphere`): ``icosahedron`` (12),
+``dodecahedron`` (20), ``repulsion`` (any size), ``fibonacci``, or ``auto`` (the best of these
+for the size). Training turns the grid by a fresh random rotation every call
+(``rotate_grid_in_training``), so the loss sees every placement of the grid relative to the
+molecule and the network learns to suppress what the grid cannot integrate. The icosahedron
+integrates every degree except 6, 10, 12, ... exactly, so a network trained on it keeps little
+at those degrees, and the 32-point repulsion grid (exact at 1-5, 7-9 and 11, 1.8 % at 6)
+averages it far more accurately: that is the default inference grid (``eval_grid``, saved with
+the model), with ``finetune_on_eval_grid`` training on it at the end so that the network is
+adapted to the grid it is used on. ``r3_only=True`` uses distances only (O = 1): exactly invariant.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +60,16 @@ from torch import Tensor, nn
 from ..ops.message import spatial_message
 from .radial import BesselBasis, GaussianBasis, polynomial_envelope
 from .registry import register_backbone
-from .sphere import fibonacci_grid, legendre, sphere_invariants
+from .sphere import GRIDS, legendre, orientation_grid, sphere_invariants
+
+KERNELS = ("radial", "mlp")
+READOUTS = ("mlp", "every")
+# The defaults of equipot 0.1 (model files of format 1 store only the options that were given).
+LEGACY_DEFAULTS: dict[str, Any] = dict(
+    hidden=64, layers=3, grid="fibonacci", grid_size=12, eval_grid=None, eval_grid_size=None, basis_size=16,
+    radial_basis="gaussian", angular_degree=3, kernel="mlp", kernel_dim=16, widening=4, lowpass=None, norm=False,
+    readout="mlp", finetune_on_eval_grid=0.0, edge_gain=5.0, neighbor_norm_power=0.0,
+)
 
 
 @dataclass
@@ -49,40 +79,100 @@ class PonitaConfig:
     Attributes:
         hidden: channels C per orientation.
         layers: number of convolution layers.
-        grid_size: orientations O on the sphere (Fibonacci grid); ignored when r3_only.
-        basis_size: radial functions of the distance |r|.
+        grid: orientation grid of training (and of inference when ``eval_grid`` resolves to it):
+            ``icosahedron`` (12 points), ``dodecahedron`` (20), ``repulsion``, ``fibonacci``, or
+            ``auto``: the icosahedron or dodecahedron at 12 or 20 points, repulsion otherwise.
+        grid_size: points of the grid (must be 12 / 20 for the Platonic grids); ignored when r3_only.
+        eval_grid, eval_grid_size: the grid of eval mode (inference). Both null: the training
+            grid; ``auto`` without a size: the 32-point repulsion grid when training on the
+            12-point icosahedron (it also integrates degrees 6-9 and 11, which the icosahedron
+            cannot; see the README's symmetry section), else the training grid.
+        basis_size: radial functions of the distance |r| (the kernel's input).
         radial_basis: "gaussian" (evenly spaced Gaussians on [0, cutoff]) or "bessel"
             (sin(k pi r / c) / r, as in NequIP/MACE).
         angular_degree: highest Legendre degree L in o·r̂ (edges) and o·p (sphere kernel).
-            Low degrees keep features smooth on the sphere, so that a small grid integrates
-            them accurately: with Gaussian bases of o·r instead, a trained model's rotation
-            error was 10-15 % of the force at grids of 4-12 points.
-        kernel_dim: width K of the edge embedding phi (the fused kernel's inner size).
+        kernel: "radial" (band-limited: radial functions times Legendre polynomials) or "mlp".
+        kernel_dim: width K of the edge embedding phi (the fused kernel's inner size); with the
+            radial kernel K / (L + 1) radial functions per degree.
+        radial_hidden: width of the radial MLP (radial kernel).
         widening: ConvNeXt MLP expansion factor.
+        lowpass: band limit (degree) imposed on each layer's update; null = none.
+        norm: LayerNorm over channels before each block's MLP.
+        readout: "mlp" (last layer) or "every" (linear heads on every layer, averaged).
         r3_only: use only the distance |r| (exactly invariant R3 variant).
-        rotate_grid_in_training: in training mode, turn the orientation grid by a fresh random
-            rotation at every call (one per batch). The loss then sees every orientation of the
-            grid relative to the molecules, which teaches the network functions that the grid
-            integrates well; inference (eval mode) uses the fixed grid, so MD sees one surface.
-        edge_gain: the edge embedding's first layer sees its input times edge_gain * sqrt(fan_in),
-            i.e. acts like a layer with weights of std ~edge_gain / sqrt(3) (default init): sharp,
-            nonlinear radial features and a kernel of order one at initialisation.
+        rotate_grid_in_training: in training mode, turn the grid by a fresh random rotation at
+            every call (one per batch); eval mode uses the fixed grid, so MD sees one surface.
+        finetune_on_eval_grid: train on the (rotated) eval grid for this last fraction of the
+            trainer's budget (epochs, max_steps or max_time), so that the network ends adapted to
+            the grid it is evaluated on; 0 = always the training grid.
+        edge_gain: the first layer of the edge network sees its input times
+            edge_gain * sqrt(fan_in): sharp radial features and a kernel of order one at init.
         neighbor_norm_power: spatial messages are divided by avg_num_neighbors ** power
             (1: mean over neighbours, 0: plain sum).
     """
 
     hidden: int = 64
     layers: int = 3
+    grid: str = "auto"
     grid_size: int = 12
+    eval_grid: str | None = "auto"
+    eval_grid_size: int | None = None
     basis_size: int = 16
     radial_basis: str = "gaussian"
     angular_degree: int = 3
+    kernel: str = "radial"
     kernel_dim: int = 16
-    widening: int = 4
+    radial_hidden: int = 64
+    widening: int = 2
+    lowpass: int | None = 2
+    norm: bool = True
+    readout: str = "every"
     r3_only: bool = False
     rotate_grid_in_training: bool = True
+    finetune_on_eval_grid: float = 0.0
     edge_gain: float = 5.0
     neighbor_norm_power: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (("grid", self.grid, GRIDS), ("kernel", self.kernel, KERNELS),
+                                     ("readout", self.readout, READOUTS)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        if self.eval_grid is not None and self.eval_grid not in GRIDS:
+            raise ValueError(f"eval_grid must be one of {', '.join(GRIDS)} or null, got {self.eval_grid!r}")
+        if self.kernel == "radial" and self.kernel_dim % (self.angular_degree + 1):
+            raise ValueError(f"kernel_dim ({self.kernel_dim}) must be a multiple of angular_degree + 1 "
+                             f"({self.angular_degree + 1}) for the radial kernel")
+        if self.lowpass is not None and self.lowpass < 0:
+            raise ValueError(f"lowpass must be a degree >= 0 or null, got {self.lowpass}")
+
+    @staticmethod
+    def legacy_options(options: dict[str, Any]) -> dict[str, Any]:
+        """Options of a model file written by equipot 0.1 (model format 1), with that version's defaults."""
+        return {**LEGACY_DEFAULTS, **options}
+
+
+def _sphere_grids(cfg: PonitaConfig) -> tuple[Tensor, Tensor]:
+    """(training grid, eval grid), both [O, 3] float64 (see ``PonitaConfig.eval_grid``)."""
+    if cfg.r3_only:
+        one = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
+        return one, one
+    train = orientation_grid(cfg.grid, cfg.grid_size)
+    name, size = cfg.eval_grid, cfg.eval_grid_size
+    if name == "auto" and size is None:
+        on_icosahedron = cfg.grid in ("auto", "icosahedron") and cfg.grid_size == 12
+        name, size = ("repulsion", 32) if on_icosahedron else (None, None)
+    if name is None and size is None:
+        return train, train
+    return train, orientation_grid(name or cfg.grid, size if size is not None else cfg.grid_size)
+
+
+def lowpass_matrix(legendre_cos: Tensor, degree: int) -> Tensor:
+    """[O, O] projection of grid functions onto spherical harmonics of degree <= ``degree``:
+    (1/O) sum_l (2l + 1) P_l(o·p), from legendre_cos [O, O, > degree] (P_l of the grid's cosines).
+    A true projector when the grid integrates degree 2 * ``degree`` exactly."""
+    weights = torch.arange(1, 2 * degree + 2, 2, dtype=legendre_cos.dtype, device=legendre_cos.device)
+    return (legendre_cos[..., : degree + 1] @ weights) / legendre_cos.shape[0]
 
 
 class _SphereConv(nn.Module):
@@ -94,29 +184,49 @@ class _SphereConv(nn.Module):
         self.degree = degree
         self.weight = nn.Parameter(torch.randn(degree + 1, channels) / (degree + 1) ** 0.5)
 
-    def forward(self, x: Tensor, cosines: Tensor) -> Tensor:
-        """x [N, O, C], cosines [O, O] -> [N, O, C]."""
-        kernel = legendre(cosines, self.degree) @ self.weight  # [O, O, C]
-        return torch.einsum("noc,poc->npc", x, kernel) / cosines.shape[0]
+    def forward(self, x: Tensor, legendre_cos: Tensor) -> Tensor:
+        """x [N, O, C], legendre_cos [O, O, >= L + 1] (P_l of the grid's cosines) -> [N, O, C]."""
+        kernel = legendre_cos[..., : self.degree + 1] @ self.weight  # [O, O, C]
+        return torch.einsum("noc,poc->npc", x, kernel) / legendre_cos.shape[0]
 
 
 class _Layer(nn.Module):
     def __init__(self, cfg: PonitaConfig, use_sphere: bool):
         super().__init__()
         c, k = cfg.hidden, cfg.kernel_dim
-        self.edge = nn.Sequential(nn.Linear(k, k), nn.SiLU())
+        self.kernel = cfg.kernel
+        if cfg.kernel == "mlp":
+            self.edge = nn.Sequential(nn.Linear(k, k), nn.SiLU())
+        else:
+            self.radial_head = nn.Linear(cfg.radial_hidden, k)
         self.weight = nn.Parameter(torch.randn(k, c) / k**0.5)
         self.sphere = _SphereConv(cfg.angular_degree, c) if use_sphere else None
+        self.norm = nn.LayerNorm(c) if cfg.norm else None
         self.mlp = nn.Sequential(nn.Linear(c, cfg.widening * c), nn.SiLU(), nn.Linear(cfg.widening * c, c))
         self.layer_scale = nn.Parameter(torch.ones(c))
 
-    def forward(self, h: Tensor, phi0: Tensor, envelope: Tensor, edge_index: Tensor, cosines: Tensor | None,
-                norm: float) -> Tensor:
-        phi = self.edge(phi0) * envelope[:, None, None]
+    def edge_kernel(self, edge: tuple[Tensor, ...], envelope: Tensor) -> Tensor:
+        """phi [E, O, K] of this layer from the shared edge features (see Ponita.edge_features)."""
+        if self.kernel == "mlp":
+            return self.edge(edge[0]) * envelope[:, None, None]
+        angular, trunk = edge  # [E, O, L+1], [E, H]
+        rho = self.radial_head(trunk) * envelope[:, None]  # [E, K]
+        rho = rho.view(rho.shape[0], 1, angular.shape[-1], rho.shape[-1] // angular.shape[-1])  # [E, 1, L+1, M]
+        return (angular.unsqueeze(-1) * rho).flatten(-2)
+
+    def forward(self, h: Tensor, edge: tuple[Tensor, ...], envelope: Tensor, edge_index: Tensor,
+                legendre_cos: Tensor | None, lowpass: Tensor | None, norm: float) -> Tensor:
+        phi = self.edge_kernel(edge, envelope)
         m = spatial_message(phi, self.weight, h, edge_index, h.shape[0]) / norm
         if self.sphere is not None:
-            m = self.sphere(m, cosines)
-        return h + self.layer_scale * self.mlp(h + m)
+            m = self.sphere(m, legendre_cos)
+        x = h + m
+        if self.norm is not None:
+            x = self.norm(x)
+        update = self.layer_scale * self.mlp(x)
+        if lowpass is not None:
+            update = torch.einsum("noc,po->npc", update, lowpass)
+        return h + update
 
 
 @register_backbone("ponita", PonitaConfig)
@@ -130,8 +240,9 @@ class Ponita(nn.Module):
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.message_norm = self.avg_num_neighbors ** float(config.neighbor_norm_power)
         c, n = config.hidden, config.basis_size
-        grid = fibonacci_grid(1 if config.r3_only else config.grid_size)
-        self.register_buffer("grid", grid.to(torch.get_default_dtype()))
+        train_grid, eval_grid = _sphere_grids(config)
+        self.register_buffer("grid", train_grid.to(torch.get_default_dtype()))
+        self.register_buffer("eval_grid", eval_grid.to(torch.get_default_dtype()), persistent=False)
         self.embed = nn.Embedding(num_species, c)
         if config.radial_basis == "bessel":
             self.basis = BesselBasis(n, cutoff)
@@ -140,37 +251,103 @@ class Ponita(nn.Module):
         else:
             raise ValueError(f"radial_basis must be 'bessel' or 'gaussian', got {config.radial_basis!r}")
         n_angular = 1 if config.r3_only else config.angular_degree + 1
-        self.edge_embed = nn.Sequential(nn.Linear(n * n_angular, config.kernel_dim), nn.SiLU())
-        self.edge_input_gain = float(config.edge_gain) * (n * n_angular) ** 0.5
-        use_sphere = not config.r3_only and config.grid_size > 1
-        self.layers = nn.ModuleList(_Layer(config, use_sphere) for _ in range(config.layers))
-        self.readout = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
-        with torch.no_grad():  # start near a flat surface: the messages are large (see edge_gain)
-            self.readout[-1].weight.mul_(0.1)
+        if config.kernel == "mlp":
+            fan_in = n * n_angular
+            self.edge_embed = nn.Sequential(nn.Linear(fan_in, config.kernel_dim), nn.SiLU())
+        else:
+            fan_in = n
+            h = config.radial_hidden
+            self.radial = nn.Sequential(nn.Linear(n, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU())
+        self.edge_input_gain = float(config.edge_gain) * fan_in**0.5
+        self.use_sphere = not config.r3_only and len(train_grid) > 1
+        self._on_eval_grid = False
+        self.layers = nn.ModuleList(_Layer(config, self.use_sphere) for _ in range(config.layers))
+        if config.readout == "every":
+            self.heads = nn.ModuleList(nn.Linear(c, 1) for _ in range(config.layers))
+            with torch.no_grad():
+                for head in self.heads:
+                    head.weight.mul_(0.1)
+        else:
+            self.readout = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
+            with torch.no_grad():  # start near a flat surface: the messages are large (see edge_gain)
+                self.readout[-1].weight.mul_(0.1)
 
-    def edge_features(self, edge_vec: Tensor, grid: Tensor) -> Tensor:
-        """Embedded pair invariants phi0 [E, O, K] (before the envelope); grid [O, 3]."""
+    def edge_features(self, edge_vec: Tensor, grid: Tensor) -> tuple[Tensor, ...]:
+        """What the layers' kernels are built from: ``mlp``: (phi0 [E, O, K],); ``radial``:
+        (P_l(o·r̂) [E, O, L+1], radial trunk [E, H]). Before the cutoff envelope; grid [O, 3]."""
+        cfg = self.config
         r = torch.sqrt((edge_vec * edge_vec).sum(-1, keepdim=True))  # [E, 1]
         radial = self.basis(r) * self.edge_input_gain  # [E, 1, n]
-        if self.config.r3_only:
-            return self.edge_embed(radial)
-        cos = (edge_vec @ grid.T) / r.clamp(min=1e-9)  # o·r̂ [E, O]
-        angular = legendre(cos, self.config.angular_degree)  # [E, O, L+1]
+        if cfg.kernel == "radial":
+            trunk = self.radial(radial[:, 0])
+            if cfg.r3_only:
+                return torch.ones_like(r)[:, :, None], trunk
+            cos = (edge_vec @ grid.T) / r.clamp(min=1e-9)  # o·r̂ [E, O]
+            return legendre(cos, cfg.angular_degree), trunk
+        if cfg.r3_only:
+            return (self.edge_embed(radial),)
+        cos = (edge_vec @ grid.T) / r.clamp(min=1e-9)
+        angular = legendre(cos, cfg.angular_degree)  # [E, O, L+1]
         feats = (radial.unsqueeze(-1) * angular.unsqueeze(-2)).flatten(-2)  # [E, O, n (L+1)]
-        return self.edge_embed(feats)
+        return (self.edge_embed(feats),)
+
+    def set_eval_grid(self, grid: str | None, size: int | None) -> None:
+        """Use another orientation grid in eval mode (null = the training grid); weights unchanged."""
+        self.config.eval_grid, self.config.eval_grid_size = grid, size
+        self.config.__post_init__()
+        # through the default dtype, exactly as __init__ builds it (a reloaded model gives the same numbers)
+        self.eval_grid = _sphere_grids(self.config)[1].to(torch.get_default_dtype()).to(self.grid)
+
+    def training_progress(self, fraction: float) -> None:
+        """Told by the trainer before each step: the fraction of its budget done, in [0, 1]."""
+        share = self.config.finetune_on_eval_grid
+        self._on_eval_grid = share > 0 and fraction >= 1.0 - share
+
+    def current_grid(self, dtype: torch.dtype) -> Tensor:
+        """The orientation grid of this call, [O, 3]: randomly turned in training, fixed in eval."""
+        if not self.training:
+            return self.eval_grid.to(dtype)
+        grid = (self.eval_grid if self._on_eval_grid else self.grid).to(dtype)
+        if self.config.rotate_grid_in_training and self.use_sphere:
+            q, rr = torch.linalg.qr(torch.randn(3, 3, dtype=grid.dtype, device=grid.device))
+            grid = grid @ (q * torch.sign(torch.diagonal(rr))).T
+        return grid
 
     def forward(self, species: Tensor, positions: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor,
                 num_graphs: int) -> Tensor:
         """Per-atom energies [N] (before scale/shift)."""
-        grid = self.grid.to(edge_vec.dtype)
-        if self.training and self.config.rotate_grid_in_training and not self.config.r3_only:
-            q, rr = torch.linalg.qr(torch.randn(3, 3, dtype=grid.dtype, device=grid.device))
-            grid = grid @ (q * torch.sign(torch.diagonal(rr))).T
+        cfg = self.config
+        grid = self.current_grid(edge_vec.dtype)
         r = torch.sqrt((edge_vec * edge_vec).sum(-1))
         envelope = polynomial_envelope(r, self.cutoff)
-        phi0 = self.edge_features(edge_vec, grid)
-        cosines = sphere_invariants(grid)
+        edge = self.edge_features(edge_vec, grid)
+        legendre_cos = lowpass = None
+        if self.use_sphere:
+            degree = max(cfg.angular_degree, cfg.lowpass or 0)
+            legendre_cos = legendre(sphere_invariants(grid), degree)  # [O, O, degree + 1]
+            if cfg.lowpass is not None:
+                lowpass = lowpass_matrix(legendre_cos, cfg.lowpass)
         h = self.embed(species)[:, None, :].expand(-1, grid.shape[0], -1).contiguous()
-        for layer in self.layers:
-            h = layer(h, phi0, envelope, edge_index, cosines, self.message_norm)
-        return self.readout(h).squeeze(-1).mean(-1)
+        heads = []
+        for k, layer in enumerate(self.layers):
+            h = layer(h, edge, envelope, edge_index, legendre_cos, lowpass, self.message_norm)
+            if cfg.readout == "every":
+                heads.append(self.heads[k](h))
+        out = torch.stack(heads).mean(0) if heads else self.readout(h)
+        return out.squeeze(-1).mean(-1)
+
+
+def set_inference_grid(model: Any, grid: str | None, size: int | None = None) -> None:
+    """Make a ponita :class:`~equipot.potentials.Potential` evaluate on another grid (eval mode).
+
+    ``grid``: a grid name (see :mod:`equipot.potentials.sphere`) or None for the training grid;
+    ``size``: its number of points (default: the training grid's). Saved with the model.
+    """
+    if not isinstance(model.backbone, Ponita):
+        raise ValueError(f"an inference grid needs the ponita backbone, not {model.config.backbone!r}")
+    options = dict(model.config.backbone_options)
+    options.update(eval_grid=grid, eval_grid_size=size)
+    if grid is None and size is None:
+        del options["eval_grid"], options["eval_grid_size"]
+    model.backbone.set_eval_grid(grid, size)
+    model.config.backbone_options = options

@@ -1,10 +1,29 @@
-"""Orientation grids on S2 and the pair invariants of position-orientation space (PΘNITA)."""
+"""Orientation grids on S2, their quadrature error, and Legendre polynomials (PΘNITA's fibres).
+
+Every grid is a set of unit vectors [O, 3] with equal weights 1/O. How well a grid integrates
+functions of a given spherical-harmonic degree decides how close to rotation-invariant the R3×S2
+model is (its readout is a mean over the grid): :func:`quadrature_error` measures it.
+
+Grids (by name, see :func:`orientation_grid`):
+
+- ``icosahedron`` (12 points) and ``dodecahedron`` (20): vertices of the Platonic solids,
+  spherical 5-designs (every polynomial of degree <= 5 is averaged exactly).
+- ``repulsion``: any number of points spread by minimising the Riesz energy sum 1/|x_i - x_j|
+  from a Fibonacci start: deterministic (fixed start and steps, float64) and cached.
+- ``auto``: the icosahedron for 12 points, the dodecahedron for 20, repulsion otherwise.
+- ``fibonacci``: the golden-angle lattice; cheap and uniform in area, but not symmetric, so it
+  integrates low degrees worse than the others at small sizes.
+"""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import Tensor
+
+GRIDS = ("auto", "fibonacci", "icosahedron", "dodecahedron", "repulsion")
+FIXED_SIZES = {"icosahedron": 12, "dodecahedron": 20}
 
 
 def fibonacci_grid(n: int, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -18,17 +37,87 @@ def fibonacci_grid(n: int, dtype: torch.dtype = torch.float64) -> Tensor:
     return torch.stack([rho * torch.cos(phi), rho * torch.sin(phi), z], dim=-1).to(dtype)
 
 
-def spatial_invariants(vec: Tensor, grid: Tensor, eps: float = 1e-2) -> tuple[Tensor, Tensor]:
-    """Invariants of an edge vector r [E, 3] at each orientation o [O, 3].
+def _unit(points: list[tuple[float, float, float]]) -> Tensor:
+    x = torch.tensor(points, dtype=torch.float64)
+    return x / x.norm(dim=-1, keepdim=True)
 
-    Returns (a, b), both [E, O], with a = o·r (Å) and
-    b = sqrt(|r - (o·r) o|^2 + eps^2) - eps (Å). The eps smoothing removes the cone of
-    |r_perp| at r ∥ o, where the plain norm has no derivative (forces would jump).
+
+def icosahedron_grid() -> Tensor:
+    """The 12 vertices of the regular icosahedron, [12, 3] (a spherical 5-design)."""
+    g = (1.0 + math.sqrt(5.0)) / 2.0
+    pts = []
+    for a in (-1.0, 1.0):
+        for b in (-g, g):
+            pts += [(0.0, a, b), (a, b, 0.0), (b, 0.0, a)]
+    return _unit(pts)
+
+
+def dodecahedron_grid() -> Tensor:
+    """The 20 vertices of the regular dodecahedron, [20, 3] (a spherical 5-design)."""
+    g = (1.0 + math.sqrt(5.0)) / 2.0
+    pts = [(a, b, c) for a in (-1.0, 1.0) for b in (-1.0, 1.0) for c in (-1.0, 1.0)]
+    for a in (-1.0 / g, 1.0 / g):
+        for b in (-g, g):
+            pts += [(0.0, a, b), (a, b, 0.0), (b, 0.0, a)]
+    return _unit(pts)
+
+
+@functools.lru_cache(maxsize=32)
+def _repulsion(n: int, steps: int) -> Tensor:
+    x = fibonacci_grid(n)
+    if n < 3:
+        return x
+    step = 0.5 / n
+    for _ in range(steps):
+        diff = x[:, None, :] - x[None, :, :]
+        dist2 = (diff * diff).sum(-1) + torch.eye(n, dtype=x.dtype)
+        force = (diff / dist2.pow(1.5)[..., None]).sum(1)  # -grad of sum 1/|x_i - x_j|
+        force = force - (force * x).sum(-1, keepdim=True) * x  # tangent part
+        x = x + step * force / force.norm(dim=-1).max().clamp(min=1e-300) * (2.0 / math.sqrt(n))
+        x = x / x.norm(dim=-1, keepdim=True)
+        step *= 0.995
+    return x
+
+
+def repulsion_grid(n: int, steps: int = 1000) -> Tensor:
+    """n points spread by Riesz (Coulomb) repulsion on S2, [n, 3]; deterministic and cached."""
+    if n < 1:
+        raise ValueError(f"orientation grid needs at least one point, got {n}")
+    return _repulsion(int(n), int(steps)).clone()
+
+
+def orientation_grid(name: str, size: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """The named grid (see the module docstring) with ``size`` points, [size, 3].
+
+    ``icosahedron`` and ``dodecahedron`` have a fixed size (12, 20); asking for another raises.
     """
-    a = vec @ grid.T
-    perp2 = ((vec * vec).sum(-1, keepdim=True) - a * a).clamp(min=0.0)
-    b = torch.sqrt(perp2 + eps * eps) - eps
-    return a, b
+    if name not in GRIDS:
+        raise ValueError(f"unknown orientation grid {name!r}; choose one of {', '.join(GRIDS)}")
+    if name == "auto":
+        name = {12: "icosahedron", 20: "dodecahedron"}.get(size, "repulsion")
+    if name in FIXED_SIZES and size != FIXED_SIZES[name]:
+        raise ValueError(f"the {name} grid has {FIXED_SIZES[name]} points, not {size}")
+    if name == "icosahedron":
+        grid = icosahedron_grid()
+    elif name == "dodecahedron":
+        grid = dodecahedron_grid()
+    elif name == "repulsion":
+        grid = repulsion_grid(size)
+    else:
+        grid = fibonacci_grid(size)
+    return grid.to(dtype)
+
+
+def quadrature_error(grid: Tensor, degree: int) -> float:
+    """RMS error of the grid's mean of a degree-``degree`` spherical function, relative to its RMS.
+
+    Averaged over all rotations of the function (equivalently of the grid): by the addition
+    theorem it is sqrt(mean_{o, o'} P_l(o·o')) (0 for a design exact at that degree, 1 for a
+    single point).
+    """
+    cos = (grid @ grid.T).double().clamp(-1.0, 1.0)
+    value = float(legendre(cos, degree)[..., degree].mean())
+    return math.sqrt(max(value, 0.0))
 
 
 def sphere_invariants(grid: Tensor) -> Tensor:

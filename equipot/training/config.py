@@ -415,11 +415,30 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
     return values
 
 
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML config file into nested dicts (FileNotFoundError / ValueError naming the file)."""
+PRESETS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def presets() -> list[str]:
+    """Names of the configs shipped with equipot (``equipot train NAME`` finds them)."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """``path`` if it is a file, else the shipped preset of that name (``rmd17_ponita``,
+    ``rmd17_ponita.yaml`` or ``configs/rmd17_ponita.yaml``); FileNotFoundError names both."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+    if path.is_file():
+        return path
+    preset = PRESETS / (path.stem + ".yaml")
+    if path.suffix in ("", ".yaml") and path.parent.name in ("", "configs") and preset.is_file():
+        return preset
+    raise FileNotFoundError(f"config file {path} does not exist (shipped presets: {', '.join(presets())})")
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML config file, or a shipped preset by name, into nested dicts
+    (FileNotFoundError / ValueError naming the file)."""
+    path = resolve_config_path(path)
     try:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -369,6 +369,23 @@ class Trainer:
                              f"the data")
         return value
 
+    def budget_fraction(self) -> float:
+        """How much of the training budget is done, in [0, 1]: the largest of the fractions of
+        epochs, max_steps and max_time."""
+        tc = self.config.train
+        done = (self.step - 1) / max(tc.epochs * self.steps_per_epoch, 1)
+        if tc.max_steps:
+            done = max(done, (self.step - 1) / tc.max_steps)
+        if tc.max_time:
+            done = max(done, self.now_elapsed() / tc.max_time)
+        return min(done, 1.0)
+
+    def _tell_progress(self) -> None:
+        """Backbones with a curriculum (``training_progress(fraction)``) hear where training is."""
+        hook = getattr(self.model.backbone, "training_progress", None)
+        if hook is not None:
+            hook(self.budget_fraction())
+
     def _loader(self):
         return make_loader(self.splits.train, self.model.cutoff, self.local_batch, sampler=self.sampler,
                            num_workers=self.config.data.num_workers, seed=self.config.train.seed,
@@ -427,6 +444,7 @@ class Trainer:
                 self.step += 1
                 self.batch_in_epoch += 1
                 self.schedule.set_step(self.step)
+                self._tell_progress()
                 loss = self._train_step(graph, targets)
                 self.epoch_loss[0] += loss
                 self.epoch_loss[1] += 1

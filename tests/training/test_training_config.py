@@ -112,3 +112,19 @@ def test_yaml_errors_are_one_line(tmp_path):
     with pytest.raises(ValueError) as info:
         parse_override("train.lr=[1, 2")
     assert "\n" not in str(info.value) and "not valid YAML" in str(info.value)
+
+
+def test_shipped_preset_loads_by_name_and_builds(tmp_path):
+    """`equipot train rmd17_ponita ...` finds the preset shipped in the package; its model builds."""
+    from equipot import build_potential
+    from equipot.training.config import presets
+
+    assert "rmd17_ponita" in presets()
+    for name in ("rmd17_ponita", "rmd17_ponita.yaml", "configs/rmd17_ponita.yaml"):
+        config = load_config(name, ["data.train_file=x.h5"])
+        assert config.model.options["hidden"] == 128 and config.model.options["layers"] == 5
+        assert config.train.scheduler == "cosine" and config.train.clip_grad_norm == 0.5
+    model = build_potential("ponita", elements=[1, 6, 8], cutoff=config.model.cutoff, **config.model.options)
+    assert model.backbone.grid.shape == (12, 3) and model.backbone.eval_grid.shape == (32, 3)
+    with pytest.raises(FileNotFoundError, match="shipped presets: .*rmd17_ponita"):
+        load_config(tmp_path / "nope.yaml")

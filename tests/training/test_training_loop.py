@@ -160,3 +160,28 @@ def test_learned_atomic_energies_remove_an_energy_offset(ethanol_h5, tmp_path):
     print("mean energy error (eV):", offsets)
     assert abs(offsets["learn"]) < 0.1
     assert abs(offsets["fixed"]) > 1.0
+
+
+def test_backbone_hears_training_progress_and_finetunes_on_eval_grid(ethanol_h5, tmp_path, monkeypatch):
+    """The trainer tells a backbone the fraction of its budget before every step; ponita with
+    finetune_on_eval_grid=0.25 trains the last quarter of the steps on its (rotated) eval grid."""
+    from equipot.potentials.ponita import Ponita
+
+    seen: list[int] = []
+    original = Ponita.current_grid
+
+    def spy(self, dtype):
+        grid = original(self, dtype)
+        if self.training:
+            seen.append(grid.shape[0])
+        return grid
+
+    monkeypatch.setattr(Ponita, "current_grid", spy)
+    cfg = load_config(None, [f"data.train_file={ethanol_h5}", "data.train_split=train", f"train.run_dir={tmp_path}",
+                             "model.hidden=8", "model.layers=1", "model.grid_size=12", "model.eval_grid=repulsion",
+                             "model.eval_grid_size=20", "model.finetune_on_eval_grid=0.25", "data.batch_size=10",
+                             "train.max_steps=8", "train.epochs=100", "train.checkpoint_every=0",
+                             "train.energy_refit_frames=0", "train.progress=false"])
+    train(cfg, log=lambda s: None)
+    # two backbone calls per step (the batch and the isolated-atom references)
+    assert seen == [12] * 12 + [20] * 4
