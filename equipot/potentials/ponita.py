@@ -93,7 +93,7 @@ class PonitaConfig:
         angular_degree: highest Legendre degree L in o·r̂ (edges) and o·p (sphere kernel).
         kernel: "radial" (band-limited: radial functions times Legendre polynomials) or "mlp".
         kernel_dim: width K of the edge embedding phi (the fused kernel's inner size); with the
-            radial kernel K / (L + 1) radial functions per degree.
+            radial kernel ceil(K / (L + 1)) radial functions per degree.
         radial_hidden: width of the radial MLP (radial kernel).
         widening: ConvNeXt MLP expansion factor.
         lowpass: band limit (degree) imposed on each layer's update; null = none.
@@ -140,9 +140,6 @@ class PonitaConfig:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         if self.eval_grid is not None and self.eval_grid not in GRIDS:
             raise ValueError(f"eval_grid must be one of {', '.join(GRIDS)} or null, got {self.eval_grid!r}")
-        if self.kernel == "radial" and self.kernel_dim % (self.angular_degree + 1):
-            raise ValueError(f"kernel_dim ({self.kernel_dim}) must be a multiple of angular_degree + 1 "
-                             f"({self.angular_degree + 1}) for the radial kernel")
         if self.lowpass is not None and self.lowpass < 0:
             raise ValueError(f"lowpass must be a degree >= 0 or null, got {self.lowpass}")
 
@@ -198,6 +195,8 @@ class _Layer(nn.Module):
         if cfg.kernel == "mlp":
             self.edge = nn.Sequential(nn.Linear(k, k), nn.SiLU())
         else:
+            n_angular = 1 if cfg.r3_only else cfg.angular_degree + 1
+            k = n_angular * -(-k // n_angular)  # whole radial functions per degree
             self.radial_head = nn.Linear(cfg.radial_hidden, k)
         self.weight = nn.Parameter(torch.randn(k, c) / k**0.5)
         self.sphere = _SphereConv(cfg.angular_degree, c) if use_sphere else None
