@@ -244,7 +244,9 @@ def spatial_message(phi: Tensor, weight: Tensor, h: Tensor, edge_index: Tensor, 
             raise ValueError("spatial_message: phi, weight, h and edge_index must be on one device")
         plan = edge_plan(edge_index, num_nodes, receiver_ptr, num_senders=h.shape[0])
         return _FusedMessage.apply(phi, weight, h, plan)
-    if name == "torch" and h.device.type == "cpu":
+    # The blocked loop needs a concrete edge count; while tracing with symbolic shapes (export)
+    # the plain expression is traced instead.
+    if name == "torch" and h.device.type == "cpu" and not isinstance(phi.shape[0], torch.SymInt):
         return _ChunkedMessage.apply(phi, weight, h, edge_index[0], edge_index[1], num_nodes)
     msg = (phi @ weight) * h[edge_index[0]]
     if receiver_ptr is not None:

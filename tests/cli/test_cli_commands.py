@@ -158,7 +158,6 @@ torch.save({"energy": energy, "forces": forces, "cutoff": meta["cutoff"],
 """
 
 
-@pytest.mark.xfail(strict=False, reason="torch.export of the 0.2 default fails on the dynamic edge count (issue 11 open)")
 def test_export_runs_without_equipot(tmp_path, capsys):
     """The .pt2 program gives the Potential's energy and forces, loaded in a process that never imports equipot."""
     torch.manual_seed(0)
