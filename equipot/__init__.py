@@ -4,21 +4,29 @@ Public API::
 
     from equipot import EquiCalc, build_potential, load_model, save_model
     atoms.calc = EquiCalc(load_model("model.pt"))
-"""
-from .calculators.ase import EquiCalc
-from .graph import AtomicGraph
-from .potentials import (
-    Potential,
-    PotentialConfig,
-    available_backbones,
-    build_potential,
-    get_backbone,
-    load_model,
-    register_backbone,
-    save_model,
-)
 
-__version__ = "0.1.0"
+The names are imported on first use, so ``import equipot.cli`` (the ``equipot`` command) and the
+data package start without torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "AtomicGraph": "equipot.graph",
+    "EquiCalc": "equipot.calculators.ase",
+    "Potential": "equipot.potentials",
+    "PotentialConfig": "equipot.potentials",
+    "available_backbones": "equipot.potentials",
+    "build_potential": "equipot.potentials",
+    "get_backbone": "equipot.potentials",
+    "load_model": "equipot.potentials",
+    "register_backbone": "equipot.potentials",
+    "save_model": "equipot.potentials",
+}
 
 __all__ = [
     "AtomicGraph",
@@ -33,3 +41,29 @@ __all__ = [
     "save_model",
     "__version__",
 ]
+
+if TYPE_CHECKING:
+    from .calculators.ase import EquiCalc
+    from .graph import AtomicGraph
+    from .potentials import (
+        Potential,
+        PotentialConfig,
+        available_backbones,
+        build_potential,
+        get_backbone,
+        load_model,
+        register_backbone,
+        save_model,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'equipot' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

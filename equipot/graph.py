@@ -1,6 +1,6 @@
 """AtomicGraph: one batch of structures as flat tensors.
 
-The layout follows DESIGN.md. Edges point from sender ``j`` (``edge_index[0]``) to
+Edges point from sender ``j`` (``edge_index[0]``) to
 receiver ``i`` (``edge_index[1]``); the edge vector is
 ``positions[j] - positions[i] + edge_shift @ cell[batch[i]]`` in Å. Edges are kept
 sorted by receiver so that segment (CSR) reductions need no sort per layer.
@@ -92,13 +92,21 @@ class AtomicGraph:
         cutoff: float,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
+        neighbors: str = "matscipy",
+        edges: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
     ) -> "AtomicGraph":
         """Build a batch from ``(numbers [n], positions [n, 3] Å, cell [3, 3] or None, pbc [3] or None)``.
 
-        Neighbour lists are built on the CPU with matscipy (see :mod:`equipot.neighbors`).
+        The one road from structures to graphs (data loader, calculator, training statistics,
+        export). Neighbour lists within ``cutoff`` Å are built on the CPU with matscipy, or with
+        ``neighbors="torch"`` on ``device`` (see :mod:`equipot.neighbors`). ``edges`` gives them
+        instead, per structure ``(senders [e], receivers [e], shifts [e, 3])`` sorted by receiver
+        (e.g. from a Verlet list); pairs at or beyond ``cutoff`` are dropped.
         """
-        from .neighbors import neighbor_list
+        from .neighbors import neighbor_list, torch_neighbor_list
 
+        if neighbors not in ("matscipy", "torch"):
+            raise ValueError(f"neighbors must be 'matscipy' or 'torch', got {neighbors!r}")
         pos, num, batch, cells, pbcs, senders, receivers, shifts = [], [], [], [], [], [], [], []
         offset = 0
         for b, (numbers, positions, cell, pbc) in enumerate(structures):
@@ -106,19 +114,26 @@ class AtomicGraph:
             positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
             cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64).reshape(3, 3)
             pbc = np.zeros(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool).reshape(3)
-            j, i, s = neighbor_list(positions, cutoff, cell=cell, pbc=pbc)
             pos.append(positions)
             num.append(numbers)
             batch.append(np.full(len(numbers), b, dtype=np.int64))
             cells.append(cell)
             pbcs.append(pbc)
-            senders.append(j + offset)
-            receivers.append(i + offset)
-            shifts.append(s)
+            if neighbors == "matscipy":
+                if edges is None:
+                    j, i, s = neighbor_list(positions, cutoff, cell=cell, pbc=pbc)
+                else:
+                    j, i, s = (np.asarray(a) for a in edges[b])
+                    vec = positions[j] - positions[i] + s @ cell
+                    keep = np.einsum("ij,ij->i", vec, vec) < cutoff ** 2
+                    j, i, s = j[keep], i[keep], s[keep]
+                senders.append(j + offset)
+                receivers.append(i + offset)
+                shifts.append(s)
             offset += len(numbers)
         counts = [len(n) for n in num]
         t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
-        return cls(
+        graph = cls(
             positions=t(np.concatenate(pos) if pos else np.zeros((0, 3)), dtype),
             numbers=t(np.concatenate(num) if num else np.zeros(0), torch.int64),
             batch=t(np.concatenate(batch) if batch else np.zeros(0), torch.int64),
@@ -129,6 +144,11 @@ class AtomicGraph:
             edge_shift=t(np.concatenate(shifts) if shifts else np.zeros((0, 3)), dtype),
             ptr=t(np.concatenate([[0], np.cumsum(counts)]), torch.int64),
         )
+        if neighbors == "torch":
+            edge_index, edge_shift = torch_neighbor_list(graph.positions, cutoff, graph.batch, graph.cell,
+                                                         graph.pbc)
+            graph = graph.replace(edge_index=edge_index, edge_shift=edge_shift.to(dtype))
+        return graph
 
     @classmethod
     def from_atoms(

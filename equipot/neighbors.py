@@ -42,7 +42,9 @@ _SEARCH_MARGIN = 1e-4
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _check_cutoff(cutoff: float) -> float:
+def check_cutoff(cutoff: float) -> float:
+    """``cutoff`` as a float, Å; ValueError unless it is a finite positive number (the one check
+    of a cutoff: the model config, the training config and the neighbour lists call it)."""
     try:
         value = float(cutoff)
     except (TypeError, ValueError):
@@ -182,7 +184,7 @@ def neighbor_list(
         ValueError: non-finite positions (naming the first bad atom), a cutoff <= 0, a cell
             that is singular along a periodic direction, or malformed shapes.
     """
-    cutoff = _check_cutoff(cutoff)
+    cutoff = check_cutoff(cutoff)
     x = np.asarray(positions, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != 3:
         raise ValueError(f"positions must have shape [n, 3], got {x.shape}")
@@ -284,7 +286,7 @@ def torch_neighbor_list(
     Raises:
         ValueError: as :func:`neighbor_list`, and for atoms whose ``batch`` has no cell.
     """
-    cutoff = _check_cutoff(cutoff)
+    cutoff = check_cutoff(cutoff)
     if positions.ndim != 2 or positions.shape[1] != 3:
         raise ValueError(f"positions must have shape [N, 3], got {tuple(positions.shape)}")
     device, dtype = positions.device, positions.dtype
@@ -463,7 +465,7 @@ class VerletList:
     """
 
     def __init__(self, cutoff: float, skin: float = 0.5) -> None:
-        self.cutoff = _check_cutoff(cutoff)
+        self.cutoff = check_cutoff(cutoff)
         skin = float(skin)
         if not math.isfinite(skin) or skin < 0.0:
             raise ValueError(f"skin must be a finite distance >= 0 Å, got {skin!r}")

@@ -21,7 +21,7 @@ def random_rotation(rng: np.random.Generator, reflect: bool = False) -> np.ndarr
     return -q if reflect else q
 
 
-def evaluate(model: Potential, atoms: Atoms | list[Atoms], stress: bool = False) -> dict[str, np.ndarray]:
+def predict(model: Potential, atoms: Atoms | list[Atoms], stress: bool = False) -> dict[str, np.ndarray]:
     """Energy [B] (eV), forces [N, 3] (eV/Å) and optionally stress [B, 3, 3] of atoms, in the model's dtype."""
     dtype = next(model.parameters()).dtype
     graph = AtomicGraph.from_atoms(atoms, model.cutoff, dtype=dtype)
@@ -35,7 +35,7 @@ def transform_errors(model: Potential, atoms: Atoms, rng: np.random.Generator, r
     Returns ``{"energy": |E' - E| / max(1, |E|), "forces": max |F' - R F| / max(1, max |F|)}``
     for the combined transformation (relative errors, dimensionless).
     """
-    ref = evaluate(model, atoms)
+    ref = predict(model, atoms)
     rot = random_rotation(rng, reflect)
     perm = rng.permutation(len(atoms))
     moved = atoms.copy()
@@ -43,7 +43,7 @@ def transform_errors(model: Potential, atoms: Atoms, rng: np.random.Generator, r
     moved.numbers = atoms.numbers[perm]
     if atoms.pbc.any():
         moved.cell = atoms.cell.array @ rot.T
-    out = evaluate(model, moved)
+    out = predict(model, moved)
     f_expect = (ref["forces"] @ rot.T)[perm]
     e_scale = max(1.0, abs(float(ref["energy"][0])))
     f_scale = max(1.0, float(np.abs(ref["forces"]).max()))
@@ -55,22 +55,22 @@ def transform_errors(model: Potential, atoms: Atoms, rng: np.random.Generator, r
 
 def finite_difference_force_error(model: Potential, atoms: Atoms, h: float = 1e-4, atoms_to_check: int = 4) -> float:
     """max |F_autograd + dE/dx (central difference, step h Å)| over a few atoms (eV/Å)."""
-    forces = evaluate(model, atoms)["forces"]
+    forces = predict(model, atoms)["forces"]
     worst = 0.0
     for k in range(min(atoms_to_check, len(atoms))):
         for d in range(3):
             plus, minus = atoms.copy(), atoms.copy()
             plus.positions[k, d] += h
             minus.positions[k, d] -= h
-            e_p = evaluate(model, plus)["energy"][0]
-            e_m = evaluate(model, minus)["energy"][0]
+            e_p = predict(model, plus)["energy"][0]
+            e_m = predict(model, minus)["energy"][0]
             worst = max(worst, abs(-(e_p - e_m) / (2 * h) - forces[k, d]))
     return worst
 
 
 def finite_difference_stress_error(model: Potential, atoms: Atoms, h: float = 1e-5) -> float:
     """max |σ_autograd - (1/V) dE/dε (central difference of a symmetric strain ε)| (eV/Å^3)."""
-    stress = evaluate(model, atoms, stress=True)["stress"][0]
+    stress = predict(model, atoms, stress=True)["stress"][0]
     volume = atoms.get_volume()
     fd = np.zeros((3, 3))
     for a in range(3):
@@ -82,15 +82,15 @@ def finite_difference_stress_error(model: Potential, atoms: Atoms, h: float = 1e
                 eps[b, a] += 0.5 * sign * h
                 strained = atoms.copy()
                 strained.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
-                energies.append(evaluate(model, strained)["energy"][0])
+                energies.append(predict(model, strained)["energy"][0])
             fd[a, b] = (energies[0] - energies[1]) / (2 * h) / volume
     return float(np.abs(fd - stress).max())
 
 
 def batch_independence_error(model: Potential, atoms: Atoms, other: Atoms, other_changed: Atoms) -> float:
     """|E(atoms | batched with other) - E(atoms | batched with other_changed)| (eV)."""
-    e1 = evaluate(model, [atoms, other])["energy"][0]
-    e2 = evaluate(model, [atoms, other_changed])["energy"][0]
+    e1 = predict(model, [atoms, other])["energy"][0]
+    e2 = predict(model, [atoms, other_changed])["energy"][0]
     return abs(float(e1 - e2))
 
 

@@ -36,3 +36,26 @@ def test_to_casts_floats_only():
     assert g32.positions.dtype == torch.float32 and g32.edge_shift.dtype == torch.float32
     assert g32.numbers.dtype == torch.int64 and g32.edge_index.dtype == torch.int64
     assert g32.pbc.dtype == torch.bool
+
+
+def _edge_set(graph):
+    vec = graph.edge_vectors()
+    return sorted((int(j), int(i), tuple(np.round(v.tolist(), 9)))
+                  for (j, i), v in zip(graph.edge_index.T.tolist(), vec))
+
+
+def test_every_neighbour_source_gives_the_same_graph():
+    """matscipy, the torch list and given Verlet edges (cutoff + skin, pruned to the cutoff)
+    all build the same edges: the one structures -> graph road serves loader and calculator."""
+    from equipot.neighbors import VerletList
+
+    crystal = bulk("Si", "diamond", a=5.43) * (2, 1, 1)
+    crystal.rattle(0.05, seed=0)
+    mol = molecule("CH3CH2OH")
+    structures = [(a.numbers, a.positions, a.cell.array, a.pbc) for a in (crystal, mol)]
+    reference = AtomicGraph.from_structures(structures, 3.0)
+    by_torch = AtomicGraph.from_structures(structures, 3.0, neighbors="torch")
+    edges = [VerletList(3.0, skin=0.8).get(p, n, c, b) for n, p, c, b in structures]
+    by_verlet = AtomicGraph.from_structures(structures, 3.0, edges=edges)
+    assert by_verlet.num_edges == reference.num_edges < sum(len(e[0]) for e in edges)
+    assert _edge_set(by_torch) == _edge_set(reference) == _edge_set(by_verlet)

@@ -11,8 +11,9 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..graph import AtomicGraph
-from ..neighbors import VerletList, torch_neighbor_list
-from ..potentials.base import Potential, load_model
+from ..neighbors import VerletList
+from ..potentials.base import Potential
+from ..potentials.model_file import load_model
 
 
 class ExtrapolationWarning(UserWarning):
@@ -104,32 +105,15 @@ class EquiCalc(Calculator):
         want_stress = "stress" in properties
         if want_stress and not pbc.all():
             raise PropertyNotImplementedError("stress is only defined for cells periodic in all three directions")
-        numbers = torch.as_tensor(atoms.numbers, dtype=torch.long)
-        self.model.species_index(numbers)  # ValueError naming an unknown element, before any work
-        n = len(atoms)
-        to = lambda a, dt: torch.as_tensor(a, dtype=dt, device=self.device)  # noqa: E731
-        pos_t, cell_t, pbc_t = to(positions, self.dtype), to(cell, self.dtype)[None], to(pbc, torch.bool)[None]
-        batch = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.model.species_index(torch.as_tensor(atoms.numbers))  # ValueError naming an unknown element first
+        structure = [(atoms.numbers, positions, cell, pbc)]
         if self.neighbor_backend == "torch":
-            edge_index, edge_shift = torch_neighbor_list(pos_t, self.model.cutoff, batch, cell_t, pbc_t)
+            graph = AtomicGraph.from_structures(structure, self.model.cutoff, self.dtype, self.device, "torch")
         else:
-            senders, receivers, shifts = self.neighbors.get(positions, atoms.numbers, cell, pbc)
-            # The skin list also holds pairs out to cutoff + skin, which the envelope zeroes: drop
-            # them here (cheap, in numpy) so the model does not pay ~1/3 more edges every step.
-            vec = positions[senders] - positions[receivers] + shifts @ cell
-            keep = np.einsum("ij,ij->i", vec, vec) < self.model.cutoff ** 2
-            senders, receivers, shifts = senders[keep], receivers[keep], shifts[keep]
-            edge_index, edge_shift = to(np.stack([senders, receivers]), torch.long), to(shifts, self.dtype)
-        graph = AtomicGraph(
-            positions=pos_t,
-            numbers=numbers.to(self.device),
-            batch=batch,
-            cell=cell_t,
-            pbc=pbc_t,
-            edge_index=edge_index,
-            edge_shift=edge_shift.to(self.dtype),
-            ptr=torch.tensor([0, n], device=self.device),
-        )
+            # The Verlet list holds pairs out to cutoff + skin; from_structures drops those beyond
+            # the cutoff (the envelope zeroes them) so the model does not pay ~1/3 more edges.
+            edges = [self.neighbors.get(positions, atoms.numbers, cell, pbc)]
+            graph = AtomicGraph.from_structures(structure, self.model.cutoff, self.dtype, self.device, edges=edges)
         self._check_extrapolation(graph)
         out = self.model(graph, compute_forces=True, compute_stress=want_stress)
         energy = float(out["energy"][0].detach())

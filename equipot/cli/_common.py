@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# torch is imported inside the helpers: `equipot --help` and the data commands start without it.
+DTYPE_NAMES = ("float32", "float64")
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -15,10 +14,20 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_model_options(parser: argparse.ArgumentParser, dtype: str = "float64") -> None:
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default=dtype, choices=sorted(DTYPES), help="floating-point precision")
+    parser.add_argument("--dtype", default=dtype, choices=DTYPE_NAMES, help="floating-point precision")
 
 
-def device_of(name: str) -> torch.device:
+def dtype_of(name: str):
+    """The torch dtype of a ``--dtype`` name."""
+    from ..precision import DTYPES
+
+    return DTYPES[name]
+
+
+def device_of(name: str):
+    """The torch device of a ``--device`` name (ValueError when it is not one, or CUDA is missing)."""
+    import torch
+
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available")
     try:
@@ -29,7 +38,7 @@ def device_of(name: str) -> torch.device:
 
 def load_model_file(path: str):
     """A model from a model file, or from a run directory (its model.pt)."""
-    from ..potentials.base import load_model
+    from ..potentials.model_file import load_model
 
     p = Path(path)
     if p.is_dir():
@@ -57,7 +66,7 @@ def read_structure(path: str, index: str | int = -1):
     return atoms
 
 
-def check_elements(model, atoms, where: str) -> None:
+def check_structure_elements(model, atoms, where: str) -> None:
     """ValueError naming the first atom of an element the model does not know."""
     known = set(model.config.elements)
     for k, z in enumerate(atoms.numbers):
@@ -75,6 +84,6 @@ def structure_with_calculator(args: argparse.Namespace, **calc_options):
 
     model = load_model_file(args.model)
     atoms = read_structure(args.structure)
-    check_elements(model, atoms, args.structure)
-    atoms.calc = EquiCalc(model, device=device_of(args.device), dtype=DTYPES[args.dtype], **calc_options)
+    check_structure_elements(model, atoms, args.structure)
+    atoms.calc = EquiCalc(model, device=device_of(args.device), dtype=dtype_of(args.dtype), **calc_options)
     return atoms

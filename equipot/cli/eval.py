@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import DTYPES, add_model_argument, add_model_options, device_of, load_model_file
+from ._common import add_model_argument, add_model_options, device_of, dtype_of, load_model_file
 
 HELP = "evaluate a model on an HDF5 dataset: MAE/RMSE per target (meV, meV/atom, meV/Å)"
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data.hdf5 import H5Dataset
-    from ..training.data import check_elements, check_targets
+    from ..training.data import check_dataset_elements, check_targets
     from ..training.evaluate import evaluate
     from ..training.metrics import format_table
 
@@ -62,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     model = load_model_file(args.model)
-    device, dtype = device_of(args.device), DTYPES[args.dtype]
+    device, dtype = device_of(args.device), dtype_of(args.dtype)
     model = model.to(device=device, dtype=dtype)
     dataset = H5Dataset(args.data, split=args.split)
     if args.limit is not None:
         dataset = dataset.subset(np.arange(min(args.limit, len(dataset))))
     check_targets(dataset, args.property, "evaluation")
-    check_elements(dataset, model.config.elements, "evaluation")
+    check_dataset_elements(dataset, model.config.elements, "evaluation")
     result = evaluate(model, dataset, args.batch_size, device, dtype, property_name=args.property,
                       num_workers=args.num_workers, keep_predictions=args.output is not None)
     metrics = {k: v for k, v in result.metrics.items() if k != "loss"}

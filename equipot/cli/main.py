@@ -8,6 +8,7 @@ and exit non-zero; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import sys
@@ -15,11 +16,30 @@ import traceback
 
 SUBCOMMANDS = ("train", "eval", "plot", "convert", "info", "md", "optimize", "export")
 
-# Errors that describe a problem with the user's input, not a bug in equipot.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError, TypeError)
+# Errors that describe a problem with the user's input or machine, not a bug in equipot: equipot
+# raises ValueError (naming the file, key or atom) for bad input; the OSError subclasses are what
+# the operating system says about paths. Anything else (TypeError, KeyError, ...) is a bug and
+# keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+               PermissionError)
+# OSError numbers that mean the machine, not equipot, failed (full disk, quota, read-only mount).
+USER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in SUBCOMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s own arguments are configured (``None``: every command's).
+
+    Configuring a command may be costly (``train`` lists every config key and backbone option,
+    which imports the backbones), so ``equipot --help`` and the other commands skip it.
+    """
     parser = argparse.ArgumentParser(
         prog="equipot",
         description="Equivariant machine-learning interatomic potentials.",
@@ -39,13 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show full tracebacks on errors")
-        module.configure(p)
+        if command is None or name == command:
+            module.configure(p)
         p.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv) or "")
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -55,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("equipot: interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as exc:
+    except (*USER_ERRORS, OSError) as exc:
+        if not isinstance(exc, USER_ERRORS) and getattr(exc, "errno", None) not in USER_ERRNOS:
+            raise
         if args.debug:
             traceback.print_exc()
         else:
-            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            print(f"equipot {args.command}: error: {msg}", file=sys.stderr)
+            print(f"equipot {args.command}: error: {exc}", file=sys.stderr)
         return 1
 
 

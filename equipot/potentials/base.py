@@ -9,29 +9,23 @@ backbone.
 Why ``energy_correction`` (a trainable per-element parameter, zero after ``set_reference``):
 subtracting ``e_iso`` removes every per-element constant the backbone could learn, so without it
 a constant energy offset could only be learned through weights that also shape the forces, which
-the force-dominated loss moves slowly and at random (a trained ethanol model was off by a
-constant 0.22 eV at a 0.05 eV spread). The correction gets gradient from the energy loss alone;
+the force-dominated loss moves slowly and at random. The correction gets gradient from the energy loss alone;
 the trainer also re-fits it in closed form before every validation
 (``Trainer._refit_energy_correction``).
 """
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..atomic import atomic_write
 from ..graph import AtomicGraph
+from ..neighbors import check_cutoff
 from ..ops import scatter_sum
 from .registry import get_backbone
-
-MODEL_FORMAT = "equipot.model"
-MODEL_VERSION = 2  # 2: backbone options may need their 0.1 defaults (see _upgrade_options)
 
 
 @dataclass
@@ -67,8 +61,7 @@ class PotentialConfig:
             raise ValueError(f"elements must be a non-empty list of distinct atomic numbers, got {self.elements}")
         if any(not 1 <= z <= 118 for z in self.elements):
             raise ValueError(f"atomic numbers must be in 1..118, got {self.elements}")
-        if self.cutoff <= 0:
-            raise ValueError(f"cutoff must be positive, got {self.cutoff}")
+        self.cutoff = check_cutoff(self.cutoff)
         if self.atomic_energies is not None and len(self.atomic_energies) != len(self.elements):
             raise ValueError(
                 f"atomic_energies has {len(self.atomic_energies)} entries for {len(self.elements)} elements"
@@ -230,57 +223,22 @@ def element_counts(numbers_per_frame: Sequence[np.ndarray], elements: Sequence[i
     return counts
 
 
-def save_model(model: Potential, path: str | os.PathLike) -> None:
-    """Write weights + config to ``path`` atomically (``path.tmp`` then rename).
+def build_potential(
+    backbone: str = "ponita",
+    elements: tuple[int, ...] | list[int] = (1, 6, 7, 8),
+    cutoff: float = 5.0,
+    **options: Any,
+) -> Potential:
+    """Build a :class:`Potential` with the named backbone.
 
-    The file holds only tensors and plain Python values, so :func:`load_model` reads it
-    with ``torch.load(weights_only=True)``.
+    Keyword options that are fields of :class:`PotentialConfig` (``atomic_energies``, ``scale``,
+    ``shift``, ``avg_num_neighbors``, ``min_pair_distance``) go there; the rest configure the
+    backbone's dataclass (e.g. ``hidden=64, layers=3, grid_size=12`` for ``ponita``).
     """
-    path = Path(path)
-    payload = {
-        "format": MODEL_FORMAT,
-        "version": MODEL_VERSION,
-        "config": asdict(model.config),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
-    with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def _upgrade_options(backbone: str, options: dict[str, Any], version: int) -> dict[str, Any]:
-    """Backbone options of a file of model format ``version``, completed with the defaults of its time.
-
-    Files store only the options that were given; a backbone whose defaults changed since says
-    what they were through its config class's ``legacy_options(options)`` (format 1 = equipot 0.1).
-    """
-    config_cls = get_backbone(backbone)[1]
-    if version < 2 and hasattr(config_cls, "legacy_options"):
-        return config_cls.legacy_options(dict(options))
-    return options
-
-
-def load_model(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Potential:
-    """Load a model written by :func:`save_model`. Never runs code from the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # the unpickler's errors name the offending global
-        raise ValueError(f"{path} is not a loadable equipot model file: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not an equipot model file (no format marker)")
-    if payload.get("version", 0) > MODEL_VERSION:
-        raise ValueError(f"{path} was written by a newer equipot (model format {payload['version']})")
-    known = {f.name for f in fields(PotentialConfig)}
-    config = PotentialConfig(**{k: v for k, v in payload["config"].items() if k in known})
-    config.backbone_options = _upgrade_options(config.backbone, config.backbone_options, payload.get("version", 0))
-    model = Potential(config)
-    state = payload["state_dict"]
-    dtype = next((v.dtype for k, v in state.items() if k.startswith("backbone.") and v.is_floating_point()),
-                 torch.float32)
-    model.to(dtype)
-    if "energy_correction" not in state:  # files written before the correction existed
-        state = {**state, "energy_correction": torch.zeros_like(model.energy_correction)}
-    model.load_state_dict(state)
-    return model
+    pot_fields = {f.name for f in fields(PotentialConfig)}
+    pot_kwargs = {k: v for k, v in options.items() if k in pot_fields}
+    backbone_options = {k: v for k, v in options.items() if k not in pot_fields}
+    config = PotentialConfig(
+        backbone=backbone, elements=list(elements), cutoff=cutoff, backbone_options=backbone_options, **pot_kwargs
+    )
+    return Potential(config)

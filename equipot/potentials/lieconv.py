@@ -24,9 +24,8 @@ cut at angle pi only ever sees fixed rotations, never a position-dependent one).
 Invariance. Translations are exact (only r enters). Rotating the structure by Q is
 equivalent to replacing every lift R by Q^T R, which has the same Haar distribution: the
 energy is invariant in expectation over the lifts, and with a fixed set of L lifts it has a
-rotation error that shrinks like ~1/sqrt(L). Measured on ethanol, untrained, RMS force error
-relative to the RMS force: hidden 16 -> L=2: 0.16, 4: 0.10, 8: 0.09, 32: 0.05, 64: 0.03;
-default size (hidden 64, L=4): 0.085 (tests/potentials/test_lieconv.py). Permutations are
+rotation error that shrinks like ~1/sqrt(L) (tested in tests/potentials/test_lieconv.py;
+measured in benchmarks/RESULTS.md, "Backbones side by side"). Permutations are
 exact only in expectation too: lifts are indexed by the atom's slot in its structure, so
 permuting atoms amounts to drawing other lifts. Reflections: with ``reflections=True``
 every proper lift R comes with the improper lift -R (the stabiliser in E(3) is O(3)); pairs

@@ -24,7 +24,8 @@ Edge kernels (``kernel``):
   Gaussians of height 1 the kernel was a nearly linear, smooth function of |r|).
 - ``mlp`` (equipot 0.1): an MLP over Gaussians(|r|) x Legendre(o·r̂) with the same input gain,
   plus a per-layer Linear+SiLU on [E, O, K]; its SiLU acts on functions of o·r̂, so the kernel
-  is not band-limited (10-13 % of its angular power above degree 3 at initialisation).
+  is not band-limited (its angular power above degree 3 is measured in a test and in
+  ``benchmarks/RESULTS.md``).
 
 The block (defaults: ``lowpass=2``, ``norm=true``, ``readout=every``, ``widening=2``; the 0.1
 block was ``lowpass=null, norm=false, readout=mlp, widening=4``):

@@ -1,9 +1,37 @@
-"""Registry of energy backbones, by name, each with the dataclass that configures it."""
+"""Registry of energy backbones, by name, each with the dataclass that configures it.
+
+The contract a backbone meets is :class:`Backbone`; ``tests/potentials/test_backbone_contract.py``
+checks every registered one against it.
+"""
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from torch import Tensor
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """What :class:`~equipot.potentials.base.Potential` asks of a backbone (an ``nn.Module``).
+
+    Built as ``cls(config, num_species, cutoff, avg_num_neighbors)``: ``config`` an instance of
+    the dataclass registered with it, ``cutoff`` in Å. The Potential adds reference energies,
+    scale and shift, subtracts the isolated-atom output, and takes forces and stress by
+    autograd, so a backbone only maps a batch to per-atom energies. It must be smooth in
+    ``edge_vec`` and go to zero smoothly at ``cutoff`` (forces are continuous), and must accept a
+    graph without edges (isolated atoms).
+    """
+
+    def __init__(self, config: Any, num_species: int, cutoff: float, avg_num_neighbors: float) -> None: ...
+
+    def forward(self, species: Tensor, positions: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor,
+                num_graphs: int) -> Tensor:
+        """species [N] int64 species indices, positions [N, 3] Å, edge_index [2, E] (sender,
+        receiver), edge_vec [E, 3] Å (sender minus receiver, periodic shift included),
+        batch [N] structure of each atom -> per-atom energies [N] (before scale and shift)."""
+        ...
 
 _BACKBONES: dict[str, tuple[type, type]] = {}
 
@@ -20,12 +48,8 @@ _loaded = False
 
 
 def register_backbone(name: str, config_cls: type) -> Callable[[type], type]:
-    """Class decorator: register a backbone under ``name``, configured by the dataclass ``config_cls``.
-
-    A backbone is an ``nn.Module`` built as ``cls(config, num_species, cutoff, avg_num_neighbors)``
-    whose ``forward(species [N], positions [N, 3], edge_index [2, E], edge_vec [E, 3], batch [N],
-    num_graphs)`` returns per-atom energies [N] (before scale and shift).
-    """
+    """Class decorator: register the :class:`Backbone` ``cls`` under ``name``, configured by the
+    dataclass ``config_cls``."""
 
     def deco(cls: type) -> type:
         if name in _BACKBONES and _BACKBONES[name][0] is not cls:
@@ -59,28 +83,3 @@ def available_backbones() -> list[str]:
     """Names of all registered backbones."""
     _load_builtins()
     return sorted(_BACKBONES)
-
-
-def build_potential(
-    backbone: str = "ponita",
-    elements: tuple[int, ...] | list[int] = (1, 6, 7, 8),
-    cutoff: float = 5.0,
-    **options: Any,
-) -> "Potential":  # noqa: F821
-    """Build a :class:`Potential` with the named backbone.
-
-    Keyword options that are fields of :class:`PotentialConfig` (``atomic_energies``, ``scale``,
-    ``shift``, ``avg_num_neighbors``, ``min_pair_distance``) go there; the rest configure the
-    backbone's dataclass (e.g. ``hidden=64, layers=3, grid_size=12`` for ``ponita``).
-    """
-    from dataclasses import fields
-
-    from .base import Potential, PotentialConfig
-
-    pot_fields = {f.name for f in fields(PotentialConfig)}
-    pot_kwargs = {k: v for k, v in options.items() if k in pot_fields}
-    backbone_options = {k: v for k, v in options.items() if k not in pot_fields}
-    config = PotentialConfig(
-        backbone=backbone, elements=list(elements), cutoff=cutoff, backbone_options=backbone_options, **pot_kwargs
-    )
-    return Potential(config)

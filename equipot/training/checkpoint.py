@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_write
+from ..safe_write import atomic_write
 
 CHECKPOINT_FORMAT = "equipot.checkpoint"
 CHECKPOINT_VERSION = 1

@@ -32,7 +32,8 @@ from typing import Any, Sequence, Union
 
 import yaml
 
-from ..atomic import atomic_write
+from ..safe_write import atomic_write
+from ..neighbors import check_cutoff
 
 SECTIONS = ("model", "data", "train")
 
@@ -202,7 +203,11 @@ class Config:
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
-        positive = {"model.cutoff": m.cutoff, "train.lr": t.lr, "data.batch_size": d.batch_size,
+        try:
+            check_cutoff(m.cutoff)
+        except ValueError as exc:
+            raise ValueError(f"model.{exc}") from None
+        positive = {"train.lr": t.lr, "data.batch_size": d.batch_size,
                     "data.valid_batch_size": d.valid_batch_size, "train.valid_every": t.valid_every}
         for key, value in positive.items():
             if not value > 0:

@@ -1,4 +1,4 @@
-"""Datasets of a training run (splits from the config) and statistics of the training frames."""
+"""Datasets of a training run (splits from the config), their checks and their training targets."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,6 @@ from typing import Sequence
 import numpy as np
 
 from ..data.hdf5 import H5Dataset, random_split
-from ..neighbors import neighbor_list
 from .config import DataSection
 
 
@@ -66,7 +65,7 @@ def build_splits(cfg: DataSection) -> Splits:
     return Splits(train, valid if valid is None or len(valid) else None, test)
 
 
-def check_elements(dataset: H5Dataset, elements: Sequence[int], what: str) -> None:
+def check_dataset_elements(dataset: H5Dataset, elements: Sequence[int], what: str) -> None:
     """ValueError naming the first frame with an element outside ``elements``."""
     allowed = set(int(z) for z in elements)
     for k, numbers in enumerate(dataset.numbers_per_frame()):
@@ -91,51 +90,6 @@ def check_targets(dataset: H5Dataset, property_name: str | None, what: str) -> N
                              f"(shape {shape}); only scalar properties can be trained")
     elif not dataset.has("energy") and not dataset.has("forces"):
         raise ValueError(f"{dataset.path}: {what} data has neither energy nor forces to train on")
-
-
-@dataclass
-class Statistics:
-    """What the model's normalisation is set from (training frames only)."""
-
-    elements: list[int]
-    avg_num_neighbors: float
-    min_pair_distance: float | None
-    rms_forces: float | None
-    frames: int
-
-
-def training_statistics(dataset: H5Dataset, cutoff: float, max_frames: int | None = None,
-                        seed: int = 0) -> Statistics:
-    """Mean neighbours per atom within ``cutoff``, shortest pair distance (Å) and RMS force
-    component (eV/Å) over the training frames (a seeded subset of ``max_frames`` when given)."""
-    idx = np.arange(len(dataset))
-    if max_frames is not None and max_frames < len(dataset):
-        idx = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:max_frames])
-    edges = atoms = 0
-    dmin = np.inf
-    f_sq, f_n = 0.0, 0
-    elements: set[int] = set()
-    for k in idx:
-        frame = dataset[int(k)]
-        elements.update(int(z) for z in np.unique(frame.numbers))
-        j, i, shift = neighbor_list(frame.positions, cutoff, cell=frame.cell, pbc=frame.pbc)
-        edges += len(i)
-        atoms += frame.num_atoms
-        if len(i):
-            vec = frame.positions[j] - frame.positions[i]
-            if frame.cell is not None and shift.size:
-                vec = vec + shift @ frame.cell
-            dmin = min(dmin, float(np.sqrt((vec * vec).sum(-1)).min()))
-        if frame.forces is not None:
-            f_sq += float((frame.forces ** 2).sum())
-            f_n += frame.forces.size
-    return Statistics(
-        elements=sorted(elements),
-        avg_num_neighbors=edges / max(atoms, 1),
-        min_pair_distance=float(dmin) if np.isfinite(dmin) else None,
-        rms_forces=float(np.sqrt(f_sq / f_n)) if f_n else None,
-        frames=len(idx),
-    )
 
 
 def target_values(dataset: H5Dataset, property_name: str | None) -> np.ndarray | None:

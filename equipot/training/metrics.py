@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..atomic import atomic_write
+from ..safe_write import atomic_write
 from ..graph import AtomicGraph
 
 # name -> (factor from the stored unit, unit label) for the standard targets.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
+from ..safe_write import atomic_write
 from .metrics import read_metrics
 
 

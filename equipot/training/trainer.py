@@ -32,28 +32,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import atomic_write
+from ..safe_write import atomic_write
 from ..data.loader import make_loader
-from ..potentials.base import Potential, PotentialConfig, element_counts, save_model
+from ..potentials.base import Potential, PotentialConfig, element_counts
+from ..potentials.model_file import load_model, save_model
+from ..precision import DTYPES
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, config_from_dict, config_to_dict, save_config
 from .data import (
     Splits,
     build_splits,
-    check_elements,
     check_targets,
     target_values,
-    training_statistics,
 )
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .ema import EMA
 from .evaluate import available_targets, evaluate
 from .losses import LossWeights, combine, loss_terms
 from .metrics import MetricsCSV, epoch_line, format_table
+from .model_from_data import model_from_data
 from .sampler import EpochSampler
 from .schedule import LRSchedule
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
@@ -202,38 +201,11 @@ class Trainer:
         return self.ema.shadow if self.ema is not None else self.model
 
     def _build_model(self) -> Potential:
-        mc, tc = self.config.model, self.config.train
         if self._state is not None:
             known = {f.name for f in fields(PotentialConfig)}
-            pcfg = PotentialConfig(**{k: v for k, v in self._state["potential_config"].items() if k in known})
-            return Potential(pcfg)
-        train = self.splits.train
-        stats = training_statistics(train, mc.cutoff, self.config.data.stats_frames, self.config.data.seed)
-        file_elements = train.elements()
-        elements = list(mc.elements) if mc.elements is not None else sorted(set(file_elements) | set(stats.elements))
-        for ds, what in ((train, "training"), (self.splits.valid, "validation"), (self.splits.test, "test")):
-            if ds is not None:
-                check_elements(ds, elements, what)
-        avg = stats.avg_num_neighbors if mc.avg_num_neighbors == "auto" else float(mc.avg_num_neighbors)
-        pcfg = PotentialConfig(
-            backbone=mc.backbone, elements=elements, cutoff=mc.cutoff, backbone_options=dict(mc.options),
-            shift=mc.shift, avg_num_neighbors=max(avg, 1e-3), min_pair_distance=stats.min_pair_distance,
-        )
-        model = Potential(pcfg)
-        values = target_values(train, tc.property)
-        numbers = train.numbers_per_frame()
-        if isinstance(mc.atomic_energies, dict):
-            missing = [z for z in elements if z not in mc.atomic_energies]
-            if missing:
-                raise ValueError(f"model.atomic_energies has no entry for element Z={missing[0]}")
-            model.set_reference(atomic_energies=[mc.atomic_energies[z] for z in elements])
-        elif mc.atomic_energies == "fit" and values is not None:
-            model.fit_atomic_energies(numbers, values)
-        else:
-            model.set_reference(atomic_energies=[0.0] * len(elements))
-        model.set_reference(scale=self._scale(model, stats, numbers, values))
-        self.statistics = stats
-        return model
+            return Potential(PotentialConfig(**{k: v for k, v in self._state["potential_config"].items()
+                                                if k in known}))
+        return model_from_data(self.config.model, self.splits, self.config.data, self.config.train.property)
 
     def _energy_fit_data(self):
         """(loader, target values [F], element counts [F, S]) of the frames the correction is fitted on."""
@@ -246,7 +218,7 @@ class Trainer:
             values = target_values(train, tc.property)[idx]
             numbers = train.numbers_per_frame()
             counts = element_counts([numbers[k] for k in idx], self.model_elements)
-            loader = make_loader(torch.utils.data.Subset(train, idx.tolist()), self.config.model.cutoff,
+            loader = make_loader(torch.utils.data.Subset(train, idx.tolist()), self.model.cutoff,
                                  self.config.data.valid_batch_size)
             self._energy_fit = loader, values, counts
         return self._energy_fit
@@ -255,9 +227,8 @@ class Trainer:
         """Add to ``model.energy_correction`` the per-element least-squares fit of its residual energies.
 
         A force-dominated loss lets the backbone's energy per atom drift by a constant that the
-        forces cannot see (measured on rMD17 ethanol: a 0.2-0.4 eV offset swinging from epoch to
-        epoch at a 0.05 eV spread); the learned correction follows only at the learning rate. This
-        closed-form fit, on a fixed seeded subset of at most ``train.energy_refit_frames`` training
+        forces cannot see, swinging from epoch to epoch by more than the energies' spread; the
+        learned correction follows only at the learning rate. This closed-form fit, on a fixed seeded subset of at most ``train.energy_refit_frames`` training
         frames (energies only, eval mode, so deterministic), is done on the new model and before
         every validation on the trained and the evaluated (EMA) models.
         """
@@ -274,23 +245,6 @@ class Trainer:
         fit, *_ = np.linalg.lstsq(counts, values - torch.cat(predicted).numpy(), rcond=None)
         with torch.no_grad():
             model.energy_correction.add_(torch.as_tensor(fit, dtype=model.energy_correction.dtype, device=device))
-
-    def _scale(self, model: Potential, stats, numbers, values) -> float:
-        mc = self.config.model
-        if not isinstance(mc.scale, str):
-            return float(mc.scale)
-        if mc.scale == "rms_forces" and stats.rms_forces and self.config.train.property is None:
-            return float(stats.rms_forces)
-        if values is None:
-            return 1.0
-        e0 = model.reference_energies().detach().numpy()
-        index = {z: s for s, z in enumerate(model.config.elements)}
-        per_atom = []
-        for num, value in zip(numbers, values):
-            ref = sum(e0[index[int(z)]] for z in num)
-            per_atom.append((value - ref) / len(num))
-        rms = float(np.sqrt(np.mean(np.square(per_atom)))) if per_atom else 1.0
-        return rms if np.isfinite(rms) and rms > 1e-12 else 1.0
 
     def _csv_columns(self) -> list[str]:
         cols = ["epoch", "step", "time_s", "lr", "train_loss", "valid_loss"]
@@ -552,7 +506,6 @@ class Trainer:
         best_path = self.run_dir / "model.pt"
         if not best_path.exists():
             save_model(self.eval_model, best_path)
-        from ..potentials.base import load_model
 
         best = load_model(best_path).to(device=self.device, dtype=self.dtype)
         units = self.splits.train.units()

@@ -13,7 +13,7 @@ from ase.optimize import BFGS, FIRE
 
 from equipot import AtomicGraph, EquiCalc, build_potential, save_model
 from equipot.calculators.ase import ExtrapolationWarning
-from equipot.testing import evaluate, nve_drift
+from equipot.testing import predict, nve_drift
 
 
 def tiny(elements=(1, 6, 8), **kw):
@@ -57,8 +57,8 @@ def test_nve_molecule_conserves_energy():
     0.5 / 0.25 / 0.125 fs, i.e. integrator error that vanishes with the step, not a model error.
     Asserted: below 2e-4 eV/atom/ps."""
     model, atoms = tiny(), molecule("CH3CH2OH")
-    model.set_reference(scale=2.0 / np.abs(evaluate(model, atoms)["forces"]).max())
-    assert np.abs(evaluate(model, atoms)["forces"]).max() == pytest.approx(2.0)
+    model.set_reference(scale=2.0 / np.abs(predict(model, atoms)["forces"]).max())
+    assert np.abs(predict(model, atoms)["forces"]).max() == pytest.approx(2.0)
     result = nve_drift(model, atoms, steps=800, dt_fs=0.125)
     print("NVE drift, ethanol, 0.125 fs:", result)
     assert result["drift"] < 2e-4, result

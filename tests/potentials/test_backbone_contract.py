@@ -14,7 +14,7 @@ from ase.build import bulk, molecule
 from equipot import AtomicGraph, available_backbones, build_potential, load_model, save_model
 from equipot.testing import (
     batch_independence_error,
-    evaluate,
+    predict,
     finite_difference_force_error,
     finite_difference_stress_error,
 )
@@ -39,6 +39,22 @@ def test_every_builtin_backbone_is_registered():
     assert set(SMALL) <= set(available_backbones())
 
 
+def test_every_backbone_meets_the_protocol(name):
+    """The Backbone protocol: the constructor and forward take the documented arguments."""
+    import inspect
+
+    from equipot.potentials import Backbone, get_backbone
+
+    cls, _ = get_backbone(name)
+    assert isinstance(make(name).backbone, Backbone)
+    for method in ("__init__", "forward"):
+        want = list(inspect.signature(getattr(Backbone, method)).parameters)
+        have = list(inspect.signature(getattr(cls, method)).parameters)
+        assert have[:len(want)] == want, (method, have)
+        assert all(p.default is not inspect.Parameter.empty
+                   for p in list(inspect.signature(getattr(cls, method)).parameters.values())[len(want):])
+
+
 def make(name, elements=(1, 6, 8), cutoff=4.0, **extra):
     torch.manual_seed(0)
     return build_potential(name, elements=list(elements), cutoff=cutoff, **{**SMALL[name], **extra}).double()
@@ -58,7 +74,7 @@ def name(request):
 
 def test_forces_match_finite_difference(name, ethanol):
     model = make(name)
-    assert np.abs(evaluate(model, ethanol)["forces"]).max() > 1e-3
+    assert np.abs(predict(model, ethanol)["forces"]).max() > 1e-3
     assert finite_difference_force_error(model, ethanol, h=1e-4, atoms_to_check=3) < 1e-6
 
 
@@ -75,7 +91,7 @@ def test_edges_beyond_cutoff_change_nothing(name, ethanol):
 def test_continuous_when_a_neighbour_crosses_the_cutoff(name):
     model = make(name, cutoff=3.0)
     base = [[0.0, 0.0, 0.0], [1.1, 0.0, 0.0], [0.0, 1.2, 0.0]]
-    out = [evaluate(model, Atoms("COHH", positions=base + [[0.3, 0.2, d]])) for d in (3.0 - 1e-7, 3.0 + 1e-7)]
+    out = [predict(model, Atoms("COHH", positions=base + [[0.3, 0.2, d]])) for d in (3.0 - 1e-7, 3.0 + 1e-7)]
     assert abs(out[0]["energy"][0] - out[1]["energy"][0]) < 1e-8
     np.testing.assert_allclose(out[0]["forces"], out[1]["forces"], atol=1e-7)
 
@@ -83,7 +99,7 @@ def test_continuous_when_a_neighbour_crosses_the_cutoff(name):
 def test_isolated_atoms_give_reference_energy_and_zero_force(name):
     model = make(name, atomic_energies=[-13.6, -1029.0, -2041.0], shift=0.25)
     atoms = Atoms("HCOO", positions=[[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]])
-    out = evaluate(model, atoms)
+    out = predict(model, atoms)
     assert abs(out["energy"][0] - (-13.6 - 1029.0 - 2 * 2041.0 + 4 * 0.25)) < 1e-9
     np.testing.assert_array_equal(out["forces"], 0.0)
 
@@ -96,11 +112,11 @@ def test_batch_independence(name, ethanol):
 
 def test_deterministic_and_save_load(name, ethanol, tmp_path):
     model = make(name)
-    first = evaluate(model, ethanol)
-    assert evaluate(model, ethanol)["energy"][0] == first["energy"][0]
+    first = predict(model, ethanol)
+    assert predict(model, ethanol)["energy"][0] == first["energy"][0]
     save_model(model, tmp_path / "m.pt")
     loaded = load_model(tmp_path / "m.pt")
-    np.testing.assert_allclose(evaluate(loaded, ethanol)["forces"], first["forces"], atol=1e-12, rtol=0)
+    np.testing.assert_allclose(predict(loaded, ethanol)["forces"], first["forces"], atol=1e-12, rtol=0)
 
 
 def test_periodic_supercell_and_stress(name):
@@ -109,8 +125,8 @@ def test_periodic_supercell_and_stress(name):
     atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.05, 0.0], [0.0, 1.02, 0.03], [0.0, 0.0, 0.97]]),
                    scale_atoms=True)
     model = make(name, elements=(6,), cutoff=3.0, **PERIODIC.get(name, {}))
-    e1 = evaluate(model, atoms, stress=True)
-    e8 = evaluate(model, atoms * (2, 2, 2), stress=True)
+    e1 = predict(model, atoms, stress=True)
+    e8 = predict(model, atoms * (2, 2, 2), stress=True)
     tol = EXTENSIVE_TOL.get(name, 1e-10)
     assert abs(e8["energy"][0] / 8 - e1["energy"][0]) < tol * max(1.0, abs(e1["energy"][0]))
     scale = max(1.0, np.abs(e1["forces"]).max())

@@ -16,7 +16,7 @@ from equipot import AtomicGraph, build_potential, load_model, save_model
 from equipot.potentials.frame_averaging import FrameSet, SafeEigh
 from equipot.testing import (
     batch_independence_error,
-    evaluate,
+    predict,
     finite_difference_force_error,
     finite_difference_stress_error,
     nve_drift,
@@ -89,7 +89,7 @@ def test_benzene_path_through_symmetric_geometry(variant):
     benzene = molecule("C6H6")
     direction = benzene.positions * np.array([1.0, 0.0, 0.0])
     ts = np.linspace(-0.08, 0.08, 17)
-    outs = [evaluate(model, a) for a in _path(benzene, direction, ts)]
+    outs = [predict(model, a) for a in _path(benzene, direction, ts)]
     energies = np.array([o["energy"][0] for o in outs])
     assert all(np.isfinite(o["forces"]).all() for o in outs) and np.isfinite(energies).all()
     slopes = np.array([-(o["forces"] * direction).sum() for o in outs])
@@ -98,8 +98,8 @@ def test_benzene_path_through_symmetric_geometry(variant):
     assert np.abs(np.diff(energies)).max() < 1.5 * np.abs(slopes).max() * step
     for t in (0.0, 0.012, 0.03):
         h = 1e-6
-        e_p, e_m = (evaluate(model, a)["energy"][0] for a in _path(benzene, direction, [t + h, t - h]))
-        out = evaluate(model, _path(benzene, direction, [t])[0])
+        e_p, e_m = (predict(model, a)["energy"][0] for a in _path(benzene, direction, [t + h, t - h]))
+        out = predict(model, _path(benzene, direction, [t])[0])
         assert abs((e_p - e_m) / (2 * h) + (out["forces"] * direction).sum()) < 1e-6, t
 
 
@@ -123,7 +123,7 @@ def test_degenerate_molecules_finite_and_conservative(variant):
     model = make(**VARIANTS[variant])
     for name in ("CH4", "CO", "CO2", "H2"):
         atoms = molecule(name)
-        out = evaluate(model, atoms)
+        out = predict(model, atoms)
         assert np.isfinite(out["energy"]).all() and np.isfinite(out["forces"]).all(), name
         np.testing.assert_allclose(out["forces"].sum(0), 0.0, atol=1e-10)
         assert finite_difference_force_error(model, atoms, h=1e-5, atoms_to_check=2) < 1e-6, name
@@ -186,19 +186,19 @@ def test_batch_independence(variant, ethanol):
 def test_isolated_atom_reference_energy(variant):
     model = make(atomic_energies=[-13.6, -1029.0, -2041.0], shift=0.5, **VARIANTS[variant])
     atoms = Atoms("HCO", positions=[[0, 0, 0], [10, 0, 0], [0, 10, 0]])
-    out = evaluate(model, atoms)
+    out = predict(model, atoms)
     assert abs(out["energy"][0] - (-13.6 - 1029.0 - 2041.0 + 1.5)) < 1e-9
     np.testing.assert_array_equal(out["forces"], 0.0)
 
 
 def test_deterministic_and_save_load(ethanol, tmp_path):
     model = make(**VARIANTS["global-ponita1"])
-    first = evaluate(model, ethanol)
-    assert evaluate(model, ethanol)["energy"][0] == first["energy"][0]
+    first = predict(model, ethanol)
+    assert predict(model, ethanol)["energy"][0] == first["energy"][0]
     save_model(model, tmp_path / "fa.pt")
     loaded = load_model(tmp_path / "fa.pt").double()
     assert loaded.config.backbone_options["inner_options"]["grid_size"] == 1
-    np.testing.assert_array_equal(evaluate(loaded, ethanol)["forces"], first["forces"])
+    np.testing.assert_array_equal(predict(loaded, ethanol)["forces"], first["forces"])
 
 
 def test_periodic_input():
@@ -206,7 +206,7 @@ def test_periodic_input():
     atoms = bulk("C", "diamond", a=3.57) * (1, 1, 1)
     atoms.rattle(0.05, seed=2)
     with pytest.raises(ValueError, match="periodic"):
-        evaluate(make(), atoms)
+        predict(make(), atoms)
     model = make(frame="local")
     err = transform_errors(model, atoms, np.random.default_rng(0), reflect=True)
     assert err["energy"] < 1e-10 and err["forces"] < 1e-10, err

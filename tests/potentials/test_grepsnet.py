@@ -13,7 +13,7 @@ from ase.build import molecule
 
 from equipot import build_potential
 from equipot.testing import (
-    evaluate,
+    predict,
     nve_drift,
     transform_errors,
 )
@@ -37,7 +37,7 @@ def ethanol():
 def test_e3_invariance_exact(ethanol):
     model = make()
     rng = np.random.default_rng(0)
-    assert np.abs(evaluate(model, ethanol)["forces"]).max() > 0.01  # a non-trivial field to compare
+    assert np.abs(predict(model, ethanol)["forces"]).max() > 0.01  # a non-trivial field to compare
     for reflect in (False, True, False, True):
         err = transform_errors(model, ethanol, rng, reflect=reflect)
         assert err["energy"] < 1e-10 and err["forces"] < 1e-10, (reflect, err)
@@ -63,7 +63,7 @@ def test_smooth_when_neighbour_crosses_cutoff():
     base = [[0.0, 0.0, 0.0], [1.1, 0.0, 0.0], [0.0, 1.2, 0.0]]
     energies, forces = [], []
     for d in (3.0 - 1e-7, 3.0 + 1e-7):
-        out = evaluate(model, Atoms("COHH", positions=base + [[0.0, 0.0, d]]))
+        out = predict(model, Atoms("COHH", positions=base + [[0.0, 0.0, d]]))
         energies.append(out["energy"][0])
         forces.append(out["forces"])
     assert abs(energies[0] - energies[1]) < 1e-9

@@ -18,7 +18,7 @@ from equipot import AtomicGraph, build_potential, load_model, save_model
 from equipot.potentials.lieconv import quaternion_to_matrix, random_quaternions, relative_log
 from equipot.testing import (
     batch_independence_error,
-    evaluate,
+    predict,
     finite_difference_force_error,
     finite_difference_stress_error,
     nve_drift,
@@ -49,14 +49,14 @@ def model():
 
 def rotation_force_error(model, atoms, rotations=6, seed=3):
     """RMS over rotations of |F(Rx) - R F(x)|, relative to the RMS force (pure rotations, same order)."""
-    ref = evaluate(model, atoms)
+    ref = predict(model, atoms)
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(rotations):
         rot = random_rotation(rng)
         moved = atoms.copy()
         moved.positions = atoms.positions @ rot.T
-        diffs.append(evaluate(model, moved)["forces"] - ref["forces"] @ rot.T)
+        diffs.append(predict(model, moved)["forces"] - ref["forces"] @ rot.T)
     return float(np.sqrt(np.mean(np.square(diffs))) / np.sqrt(np.mean(ref["forces"] ** 2)))
 
 
@@ -78,11 +78,11 @@ def test_log_map_matches_relative_rotation():
 
 
 def test_translation_and_inversion_exact(model, ethanol):
-    ref = evaluate(model, ethanol)
+    ref = predict(model, ethanol)
     shifted = Atoms(ethanol.numbers, ethanol.positions + np.array([3.0, -1.0, 7.5]))
     inverted = Atoms(ethanol.numbers, -ethanol.positions)
     for moved, sign in ((shifted, 1.0), (inverted, -1.0)):
-        out = evaluate(model, moved)
+        out = predict(model, moved)
         assert abs(out["energy"][0] - ref["energy"][0]) < 1e-10 * max(1, abs(ref["energy"][0]))
         np.testing.assert_allclose(out["forces"], sign * ref["forces"], atol=1e-10)
 
@@ -114,8 +114,8 @@ def test_rotation_error_shrinks_with_lifts(ethanol):
 def test_full_pairing(ethanol):
     """All same-parity lift pairs (cost E*L^2/2): inversion stays exact, rotations approximate."""
     model = make(num_lifts=4, pairing="full")
-    ref = evaluate(model, ethanol)
-    out = evaluate(model, Atoms(ethanol.numbers, -ethanol.positions))
+    ref = predict(model, ethanol)
+    out = predict(model, Atoms(ethanol.numbers, -ethanol.positions))
     np.testing.assert_allclose(out["forces"], -ref["forces"], atol=1e-10)
     assert rotation_force_error(model, ethanol, rotations=3) < 0.3
 
@@ -141,15 +141,15 @@ def test_batch_independence(model, ethanol):
     assert batch_independence_error(model, ethanol, water, changed) < 1e-12
     assert batch_independence_error(model, ethanol, water, bigger) < 1e-12
     # a structure's lifts depend on its own atom slots only, not on its place in the batch
-    e_first = evaluate(model, [ethanol, bigger])["energy"][0]
-    e_second = evaluate(model, [bigger, ethanol])["energy"][1]
+    e_first = predict(model, [ethanol, bigger])["energy"][0]
+    e_second = predict(model, [bigger, ethanol])["energy"][1]
     assert abs(e_first - e_second) < 1e-12
 
 
 def test_isolated_atom_reference_energy():
     model = make(atomic_energies=[-13.6, -1029.0, -2041.0], shift=0.5)
     atoms = Atoms("HCO", positions=[[0, 0, 0], [10, 0, 0], [0, 10, 0]])
-    out = evaluate(model, atoms)
+    out = predict(model, atoms)
     assert np.isfinite(out["energy"]).all()
     assert abs(out["energy"][0] - (-13.6 - 1029.0 - 2041.0 + 1.5)) < 1e-9
     np.testing.assert_array_equal(out["forces"], 0.0)
@@ -157,7 +157,7 @@ def test_isolated_atom_reference_energy():
 
 def test_deterministic_at_inference_and_sampled_in_training(ethanol):
     model = make()
-    e1 = evaluate(model, ethanol)["energy"][0]
+    e1 = predict(model, ethanol)["energy"][0]
     model.train()  # training mode draws fresh lifts every call
     graph = AtomicGraph.from_atoms(ethanol, model.cutoff)
     with torch.no_grad():
@@ -165,7 +165,7 @@ def test_deterministic_at_inference_and_sampled_in_training(ethanol):
         t2 = model(graph, compute_forces=False)["energy"][0].item()
     assert t1 != t2
     model.eval()
-    assert evaluate(model, ethanol)["energy"][0] == e1
+    assert predict(model, ethanol)["energy"][0] == e1
     with torch.no_grad():
         assert make()(graph, compute_forces=False)["energy"][0].item() == e1  # same seed, fresh model
     backbone = model.backbone
@@ -180,7 +180,7 @@ def test_periodic_stress_and_save_load(tmp_path):
     assert finite_difference_stress_error(model, atoms, h=1e-5) < 1e-7
     save_model(model, tmp_path / "lieconv.pt")
     loaded = load_model(tmp_path / "lieconv.pt").double().eval()
-    np.testing.assert_array_equal(evaluate(loaded, atoms)["forces"], evaluate(model, atoms)["forces"])
+    np.testing.assert_array_equal(predict(loaded, atoms)["forces"], predict(model, atoms)["forces"])
 
 
 def test_bad_options():

@@ -13,7 +13,7 @@ from ase.build import bulk, molecule
 
 from equipot import build_potential
 from equipot.testing import (
-    evaluate,
+    predict,
     finite_difference_force_error,
     finite_difference_stress_error,
     transform_errors,
@@ -45,11 +45,11 @@ def test_r3_variant_exactly_invariant(ethanol):
 
 def test_translation_and_permutation_exact(ethanol):
     model = make(grid_size=12)
-    ref = evaluate(model, ethanol)
+    ref = predict(model, ethanol)
     rng = np.random.default_rng(3)
     perm = rng.permutation(len(ethanol))
     moved = Atoms(ethanol.numbers[perm], ethanol.positions[perm] + np.array([3.0, -1.0, 7.5]))
-    out = evaluate(model, moved)
+    out = predict(model, moved)
     assert abs(out["energy"][0] - ref["energy"][0]) < 1e-10 * max(1, abs(ref["energy"][0]))
     np.testing.assert_allclose(out["forces"], ref["forces"][perm], atol=1e-10)
 
@@ -90,8 +90,8 @@ def test_supercell_energy_is_extensive(r3_only):
     atoms = bulk("C", "diamond", a=3.57, cubic=False)
     atoms.rattle(0.03, seed=4)
     model = make(grid_size=8, r3_only=r3_only, elements=(6,))
-    e1 = evaluate(model, atoms, stress=True)
-    e8 = evaluate(model, atoms * (2, 2, 2), stress=True)
+    e1 = predict(model, atoms, stress=True)
+    e8 = predict(model, atoms * (2, 2, 2), stress=True)
     assert abs(e8["energy"][0] / 8 - e1["energy"][0]) < 1e-9 * len(atoms)
     np.testing.assert_allclose(e8["stress"][0], e1["stress"][0], atol=1e-10)
     np.testing.assert_allclose(e8["forces"][: len(atoms)], e1["forces"], atol=1e-10)
@@ -103,7 +103,7 @@ def test_periodic_images_across_boundary():
     cell = np.diag([10.0, 10.0, 10.0])
     inside = Atoms("C2", positions=[[5.0, 5.0, 5.0], [6.3, 5.0, 5.0]], cell=cell, pbc=True)
     across = Atoms("C2", positions=[[0.2, 5.0, 5.0], [8.9, 5.0, 5.0]], cell=cell, pbc=True)
-    e_in, e_across = evaluate(model, inside), evaluate(model, across)
+    e_in, e_across = predict(model, inside), predict(model, across)
     assert abs(e_in["energy"][0] - e_across["energy"][0]) < 1e-10
     # the pair across the boundary is 1.3 Å apart: forces pull them together through the wall
     assert np.abs(e_across["forces"]).max() > 1e-6
@@ -130,15 +130,15 @@ def make_variant(options, grid_size=12, elements=(1, 6, 8), cutoff=4.0):
 def test_variants_forces_exact_symmetries_and_cutoff(name, ethanol):
     model = make_variant(VARIANTS[name])
     assert finite_difference_force_error(model, ethanol, h=1e-4, atoms_to_check=3) < 1e-6
-    ref = evaluate(model, ethanol)
+    ref = predict(model, ethanol)
     perm = np.random.default_rng(3).permutation(len(ethanol))
     moved = Atoms(ethanol.numbers[perm], ethanol.positions[perm] + np.array([3.0, -1.0, 7.5]))
-    out = evaluate(model, moved)
+    out = predict(model, moved)
     assert abs(out["energy"][0] - ref["energy"][0]) < 1e-10 * max(1, abs(ref["energy"][0]))
     np.testing.assert_allclose(out["forces"], ref["forces"][perm], atol=1e-10)
     # A neighbour crossing the cutoff changes the energy continuously (envelope with 2 zero derivatives).
     dimer = [Atoms("CO", positions=[[0, 0, 0], [0, 0, d]]) for d in (4.0 - 1e-6, 4.0 + 1e-6)]
-    energies = [evaluate(model, a)["energy"][0] for a in dimer]
+    energies = [predict(model, a)["energy"][0] for a in dimer]
     assert abs(energies[0] - energies[1]) < 1e-9
 
 
@@ -189,17 +189,17 @@ def test_eval_grid_is_used_in_eval_mode_and_saved(tmp_path, ethanol):
     model.train()
     assert model.backbone.current_grid(torch.float64).shape == (12, 3)
     model.eval()
-    e32 = evaluate(model, ethanol)["energy"][0]
+    e32 = predict(model, ethanol)["energy"][0]
     save_model(model, tmp_path / "m.pt")
-    assert evaluate(load_model(tmp_path / "m.pt"), ethanol)["energy"][0] == e32
+    assert predict(load_model(tmp_path / "m.pt"), ethanol)["energy"][0] == e32
     set_inference_grid(model, None)  # back to the training grid
-    e12 = evaluate(model, ethanol)["energy"][0]
+    e12 = predict(model, ethanol)["energy"][0]
     assert e12 != e32 and abs(e12 - e32) < 0.05 * max(1.0, abs(e32))
     set_inference_grid(model, "fibonacci", 40)
     save_model(model, tmp_path / "m40.pt")
     loaded = load_model(tmp_path / "m40.pt")
     assert loaded.backbone.eval_grid.shape == (40, 3)
-    assert evaluate(loaded, ethanol)["energy"][0] == evaluate(model, ethanol)["energy"][0]
+    assert predict(loaded, ethanol)["energy"][0] == predict(model, ethanol)["energy"][0]
 
 
 def test_model_file_of_format_1_loads_with_identical_energies():
@@ -211,7 +211,7 @@ def test_model_file_of_format_1_loads_with_identical_energies():
 
     model = load_model(Path(__file__).parent / "data" / "ponita_format1.pt")
     assert model.config.backbone_options["kernel"] == "mlp"
-    energy = evaluate(model, molecule("CH3CH2OH"))["energy"][0]
+    energy = predict(model, molecule("CH3CH2OH"))["energy"][0]
     assert abs(energy - (-0.3019553139227258)) < 1e-12
 
 
@@ -233,7 +233,7 @@ def test_trained_model_rotation_error_falls_on_the_denser_icosahedral_grid():
         frames.append(a)
     torch.manual_seed(0)
     teacher = build_potential("ponita", elements=(1, 6, 8), cutoff=4.0, r3_only=True, hidden=16, layers=2).double()
-    targets = [torch.as_tensor(evaluate(teacher, a)["forces"]) * 20 for a in frames]
+    targets = [torch.as_tensor(predict(teacher, a)["forces"]) * 20 for a in frames]
     model = make_variant({"norm": True, "readout": "every", "lowpass": 2})
     graphs = [AtomicGraph.from_atoms(a, 4.0) for a in frames]
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -251,16 +251,16 @@ def test_trained_model_rotation_error_falls_on_the_denser_icosahedral_grid():
         errs = []
         rot_rng = np.random.default_rng(5)
         for a in frames[:4]:
-            f0 = evaluate(m, a)["forces"]
+            f0 = predict(m, a)["forces"]
             for _ in range(3):
                 rot = random_rotation(rot_rng)
                 moved = a.copy()
                 moved.positions = a.positions @ rot.T
-                f1 = evaluate(m, moved)["forces"] @ rot
+                f1 = predict(m, moved)["forces"] @ rot
                 errs.append(np.sqrt(np.mean((f1 - f0) ** 2) / np.mean(f0**2)))
         return float(np.mean(errs))
 
-    set_inference_grid(model, "icosahedron", 12)  # the default would already evaluate on 32 points
+    set_inference_grid(model, "icosahedron", 12)  # the default would already predict on 32 points
     e12 = error(model)
     set_inference_grid(model, "repulsion", 32)
     e32 = error(model)

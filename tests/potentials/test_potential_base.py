@@ -8,7 +8,7 @@ from ase import Atoms
 from ase.build import molecule
 
 from equipot import AtomicGraph, build_potential, load_model, save_model
-from equipot.testing import evaluate
+from equipot.testing import predict
 
 
 def small(**kw):
@@ -19,14 +19,14 @@ def small(**kw):
 def test_isolated_atoms_have_reference_energy_and_zero_force():
     model = small(atomic_energies=[-13.6, -1029.0, -2041.0], shift=0.5)
     atoms = Atoms("HCO", positions=[[0, 0, 0], [10, 0, 0], [0, 10, 0]])
-    out = evaluate(model, atoms)
+    out = predict(model, atoms)
     assert abs(out["energy"][0] - (-13.6 - 1029.0 - 2041.0 + 1.5)) < 1e-9
     np.testing.assert_array_equal(out["forces"], 0.0)
 
 
 def test_energy_continuous_at_cutoff():
     model = small()
-    e = [evaluate(model, Atoms("CO", positions=[[0, 0, 0], [d, 0, 0]]))["energy"][0] for d in (3.999999, 4.000001)]
+    e = [predict(model, Atoms("CO", positions=[[0, 0, 0], [d, 0, 0]]))["energy"][0] for d in (3.999999, 4.000001)]
     assert abs(e[0] - e[1]) < 1e-9
 
 
@@ -50,7 +50,7 @@ def test_fit_atomic_energies_recovers_references():
 def test_float32_keeps_large_reference_energies_exact():
     model = build_potential("ponita", elements=[6], cutoff=4.0, hidden=8, layers=1, grid_size=4,
                             atomic_energies=[-1029.123456])
-    out = evaluate(model, Atoms("C3", positions=[[0, 0, 0], [20, 0, 0], [40, 0, 0]]))
+    out = predict(model, Atoms("C3", positions=[[0, 0, 0], [20, 0, 0], [40, 0, 0]]))
     assert out["energy"].dtype == np.float64
     assert abs(out["energy"][0] - 3 * -1029.123456) < 1e-9
 
@@ -62,7 +62,7 @@ def test_save_load_round_trip(tmp_path):
     assert not (tmp_path / "model.pt.tmp").exists()
     loaded = load_model(path).double()
     atoms = molecule("CH3OH")
-    np.testing.assert_allclose(evaluate(loaded, atoms)["forces"], evaluate(model, atoms)["forces"], atol=1e-12)
+    np.testing.assert_allclose(predict(loaded, atoms)["forces"], predict(model, atoms)["forces"], atol=1e-12)
     assert loaded.config == model.config
 
 
@@ -71,24 +71,24 @@ def test_energy_correction_shifts_energies_only(tmp_path):
     energies with it, leaves forces bit-identical, survives save/load, and is zeroed by new references."""
     model = small(atomic_energies=[-13.6, -1029.0, -2041.0])
     atoms = molecule("CH3OH")
-    before = evaluate(model, atoms)
+    before = predict(model, atoms)
     with torch.no_grad():
         model.energy_correction.copy_(torch.tensor([0.01, -0.2, 0.3], dtype=torch.float64))
-    after = evaluate(model, atoms)
+    after = predict(model, atoms)
     assert after["energy"][0] - before["energy"][0] == pytest.approx(4 * 0.01 - 0.2 + 0.3, abs=1e-10)
     np.testing.assert_array_equal(after["forces"], before["forces"])
     np.testing.assert_allclose(model.reference_energies().detach().numpy(), [-13.59, -1029.2, -2040.7], atol=1e-12)
-    lone = evaluate(model, Atoms("C", positions=[[0, 0, 0]]))
+    lone = predict(model, Atoms("C", positions=[[0, 0, 0]]))
     assert lone["energy"][0] == pytest.approx(-1029.2, abs=1e-10)
 
     path, old = tmp_path / "m.pt", tmp_path / "old.pt"
     save_model(model, path)
-    assert evaluate(load_model(path).double(), atoms)["energy"][0] == pytest.approx(after["energy"][0], abs=1e-10)
+    assert predict(load_model(path).double(), atoms)["energy"][0] == pytest.approx(after["energy"][0], abs=1e-10)
     # A file written before the correction existed loads with a zero correction.
     payload = torch.load(path, weights_only=True)
     del payload["state_dict"]["energy_correction"]
     torch.save(payload, old)
-    assert evaluate(load_model(old).double(), atoms)["energy"][0] == pytest.approx(
+    assert predict(load_model(old).double(), atoms)["energy"][0] == pytest.approx(
         before["energy"][0], abs=1e-10)
 
     model.set_reference(atomic_energies=[-13.6, -1029.0, -2041.0])

@@ -24,7 +24,7 @@ from ase.md.langevin import Langevin
 from equipot import AtomicGraph, build_potential
 from equipot.calculators.ase import EquiCalc, ExtrapolationWarning
 from equipot.data.units import KCAL_MOL
-from equipot.testing import evaluate, nve_drift, thermalize
+from equipot.testing import predict, nve_drift, thermalize
 
 SHARED_RMD17 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "rmd17"
 
@@ -64,7 +64,7 @@ def hostile_model(min_pair_distance: float):
     torch.manual_seed(1)
     model = build_potential("ponita", elements=[1, 6, 8], cutoff=4.0, hidden=16, layers=2, grid_size=6,
                             min_pair_distance=min_pair_distance).double()
-    rms = float(np.sqrt((evaluate(model, molecule("CH3CH2OH"))["forces"] ** 2).mean()))
+    rms = float(np.sqrt((predict(model, molecule("CH3CH2OH"))["forces"] ** 2).mean()))
     model.set_reference(scale=1.0 / rms)
     return model
 
