@@ -15,20 +15,21 @@ For every backbone in ``equipot.available_backbones()`` (or ``--backbones``):
    neighbour list built once beforehand and not timed; median of ``--repeats``) on aspirin
    (21 atoms) and on a periodic water box at 1 g/cm^3 (``water_box(8)``: 512 molecules,
    1536 atoms). Backbones that reject periodic input are reported as such.
-4. accuracy: the same wall-clock budget (``--seconds``) of AdamW on energies + forces
-   (``create_graph=True``) on ``--train-frames`` revised-MD17 ethanol training frames
-   (float32, batch 8, loss = mean((dE/N)^2) + 10 mean(dF^2) in eV, eV/Å), then force and energy
-   MAE on the ethanol test frames. Per-element reference energies are fitted by least squares
-   and the scale is set to the RMS training force, the same for every backbone.
+4. accuracy: the same wall-clock budget (``--seconds``) of training by the equal-budget harness
+   (``benchmarks/harness.py``: ``equipot.training.train``) on ``--train-frames`` frames of the
+   revised-MD17 ethanol ``train_01`` split (50 more validate), float32, batch 8, AdamW 2e-3 with
+   weight decay 1e-5, loss = (ΔE/atom)^2 + 10 (ΔF)^2 in eV, eV/Å; then force (meV/Å) and energy
+   (meV) MAE on ``--test-frames`` seeded ethanol test frames. Per-element reference energies are
+   fitted by least squares and the scale is the RMS training force, the same for every backbone.
 
 Prints a markdown table. ``--quick`` is a smoke run: tiny budget, few frames, a 192-atom water
-box instead of 1536. Data: ``../shared/data/rmd17`` beside the repository (or ``--data``).
+box instead of 1536. Data: ``../shared/data/rmd17`` beside the repository (or ``--data``),
+converted to HDF5 into ``--out``.
 """
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 import sys
 import time
@@ -38,12 +39,15 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from equipot import AtomicGraph, available_backbones, build_potential
-from equipot.data.units import KCAL_MOL
+if not __package__:  # run as `python benchmarks/backbones.py`: import the package from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import harness
+from benchmarks.common import CUTOFF, DEFAULT_DATA, DEFAULT_OUT, ELEMENTS, rmd17_h5, water_box
+from equipot import AtomicGraph, Potential, available_backbones, build_potential
+from equipot.data import H5Dataset
 from equipot.testing import transform_errors
 
-ELEMENTS = [1, 6, 8]
-CUTOFF = 5.0
 ALL_BACKBONES = ("ponita", "lieconv", "frame_averaging", "ga_attention", "grepsnet")
 # options held fixed while `hidden` is sized to the parameter target
 BASE_OPTIONS: dict[str, dict] = {
@@ -61,15 +65,8 @@ SIZE_RULES = {
 }
 
 
-def water_box(n_side: int) -> Atoms:
-    """Periodic water box of n_side^3 molecules from benchmarks/systems.py (beside this script)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from systems import water_box as build
-
-    return build(n_side)
-
-
 def count_params(model: torch.nn.Module) -> int:
+    """Number of parameters (weights) of ``model``."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -80,7 +77,7 @@ def sized_options(backbone: str, target: int) -> tuple[dict, int]:
     for hidden in HIDDEN_CHOICES:
         options = {**base, **SIZE_RULES.get(backbone, lambda h: {"hidden": h})(hidden)}
         try:
-            n = count_params(build_potential(backbone, elements=ELEMENTS, cutoff=CUTOFF, **options))
+            n = count_params(build_potential(backbone, elements=list(ELEMENTS), cutoff=CUTOFF, **options))
         except (ValueError, TypeError):
             continue
         if best is None or abs(n - target) < best[0]:
@@ -88,28 +85,13 @@ def sized_options(backbone: str, target: int) -> tuple[dict, int]:
         if n > target:
             break
     if best is None:  # no `hidden` option: the backbone's defaults
-        n = count_params(build_potential(backbone, elements=ELEMENTS, cutoff=CUTOFF, **base))
+        n = count_params(build_potential(backbone, elements=list(ELEMENTS), cutoff=CUTOFF, **base))
         return base, n
     return best[1], best[2]
 
 
-def load_rmd17(path: Path, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(numbers [A], positions [M, A, 3] Å, energies [M] eV, forces [M, A, 3] eV/Å), M = n random frames."""
-    if not path.is_file():
-        raise FileNotFoundError(f"revised MD17 file {path} not found (use --data)")
-    d = np.load(path)
-    idx = np.arange(len(d["energies"]))
-    if n is not None and n < len(idx):
-        idx = np.sort(np.random.default_rng(seed).choice(idx, n, replace=False))
-    return (d["nuclear_charges"].astype(np.int64), d["coords"][idx], d["energies"][idx] * KCAL_MOL,
-            d["forces"][idx] * KCAL_MOL)
-
-
-def make_graph(numbers: np.ndarray, positions: np.ndarray, dtype: torch.dtype) -> AtomicGraph:
-    return AtomicGraph.from_structures([(numbers, p, None, None) for p in positions], CUTOFF, dtype=dtype)
-
-
-def symmetry_errors(model, atoms: Atoms, seed: int = 0) -> dict[str, float]:
+def symmetry_errors(model: Potential, atoms: Atoms, seed: int = 0) -> dict[str, float]:
+    """Worst relative energy and force errors of 3 random rotations and 3 reflections (float64)."""
     model = model.double().eval()
     rng = np.random.default_rng(seed)
     out = {}
@@ -120,7 +102,7 @@ def symmetry_errors(model, atoms: Atoms, seed: int = 0) -> dict[str, float]:
     return out
 
 
-def time_call(model, atoms: Atoms, repeats: int) -> float:
+def time_call(model: Potential, atoms: Atoms, repeats: int) -> float:
     """Median ms per energy+forces call (float32); raises ValueError if the backbone rejects the input."""
     model = model.float().eval()
     graph = AtomicGraph.from_atoms(atoms, CUTOFF, dtype=torch.float32)
@@ -132,51 +114,18 @@ def time_call(model, atoms: Atoms, repeats: int) -> float:
     return 1e3 * statistics.median(times[1:])
 
 
-def train_and_test(model, train, test, seconds: float, batch_size: int, seed: int) -> dict[str, float]:
-    """AdamW on energies + forces for ``seconds`` of wall clock; MAE on the test frames."""
-    numbers, pos, energy, forces = train
-    model = model.float()
-    model.fit_atomic_energies([numbers] * len(energy), energy)
-    model.set_reference(scale=float(np.sqrt(np.mean(forces**2))), shift=0.0)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-5)
-    rng = np.random.default_rng(seed)
-    n_atoms = len(numbers)
-    steps, epochs = 0, 0
-    start = time.perf_counter()
-    model.train()
-    while time.perf_counter() - start < seconds:
-        order = rng.permutation(len(energy))
-        epochs += 1
-        for b in range(0, len(order) - batch_size + 1, batch_size):
-            idx = order[b: b + batch_size]
-            graph = make_graph(numbers, pos[idx], torch.float32)
-            out = model(graph, compute_forces=True, create_graph=True)
-            e_ref = torch.as_tensor(energy[idx])
-            f_ref = torch.as_tensor(forces[idx].reshape(-1, 3), dtype=torch.float32)
-            loss = ((out["energy"] - e_ref) / n_atoms).pow(2).mean().float() + 10.0 * (out["forces"] - f_ref).pow(
-                2).mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            steps += 1
-            if time.perf_counter() - start >= seconds:
-                break
-    elapsed = time.perf_counter() - start
-    model.eval()
-    t_numbers, t_pos, t_energy, t_forces = test
-    e_err, f_err = [], []
-    for b in range(0, len(t_energy), 50):
-        graph = make_graph(t_numbers, t_pos[b: b + 50], torch.float32)
-        out = model(graph, compute_forces=True)
-        e_err.append(np.abs(out["energy"].detach().numpy() - t_energy[b: b + 50]))
-        f_err.append(np.abs(out["forces"].detach().numpy() - t_forces[b: b + 50].reshape(-1, 3)))
-    return {
-        "steps": steps,
-        "epochs": epochs,
-        "train_s": elapsed,
-        "force_mae": 1e3 * float(np.concatenate(f_err).mean()),
-        "energy_mae": 1e3 * float(np.concatenate(e_err).mean()),
-    }
+def train_and_test(backbone: str, options: dict, args: argparse.Namespace) -> dict:
+    """Train one backbone with the harness on ethanol (see the module docstring, item 4).
+
+    Returns the harness result: ``forces_mae_meV_A``, ``energy_mae_meV``, ``steps``, ``epochs``,
+    ``train_time_s`` (s)."""
+    setting = harness.settings(
+        molecule="ethanol", data_dir=str(args.data), out=str(args.out), budget=args.seconds,
+        n_train=args.train_frames, n_test=args.test_frames, seed=args.seed, batch_size=args.batch_size, lr=2e-3,
+        forces_weight=10.0,
+        overrides=["train.dtype=float32", "train.weight_decay=1e-5",
+                   *harness.model_overrides({"backbone": backbone, **options})])
+    return harness.run_model("equipot", setting, harness.prepare(setting, label=f"equipot_{backbone}"))
 
 
 def fmt(x: float | None, spec: str = ".1f") -> str:
@@ -185,7 +134,7 @@ def fmt(x: float | None, spec: str = ".1f") -> str:
     return format(x, spec)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=120.0, help="training wall-clock budget per backbone (s)")
     parser.add_argument("--params", type=int, default=100_000, help="target parameter count of every backbone")
@@ -195,12 +144,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per system (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--backbones", nargs="+", default=None, help="default: all registered")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-                        / "rmd17", help="folder with the revised MD17 npz files")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with the revised MD17 npz files")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the HDF5 files and the runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 5 s budget, 40/40 frames, 1 repeat, 192-atom water box")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.train_frames, args.test_frames, args.repeats = 5.0, 40, 40, 1
     torch.set_num_threads(args.threads)
@@ -211,20 +160,18 @@ def main() -> int:
              for b in wanted if b not in registered]
     wanted = [b for b in wanted if b in registered]
 
-    asp_numbers, asp_pos, _, _ = load_rmd17(args.data / "rmd17_aspirin_train_01.npz", None, args.seed)
-    aspirin = Atoms(numbers=asp_numbers, positions=asp_pos[0])
+    first = H5Dataset(rmd17_h5("aspirin", args.data, args.out), split="train")[0]
+    aspirin = Atoms(numbers=first.numbers, positions=first.positions)
     water = water_box(4 if args.quick else 8)
-    train = load_rmd17(args.data / "rmd17_ethanol_train_01.npz", args.train_frames, args.seed)
-    test = load_rmd17(args.data / "rmd17_ethanol_test_01.npz", args.test_frames, args.seed)
     print(f"# threads={args.threads} budget={args.seconds:g} s/backbone target params={args.params} "
-          f"train frames={len(train[2])} test frames={len(test[2])} water atoms={len(water)}", flush=True)
+          f"train frames={args.train_frames} test frames={args.test_frames} water atoms={len(water)}", flush=True)
 
     rows = []
     for backbone in wanted:
         options, n_params = sized_options(backbone, args.params)
         print(f"# {backbone}: options {options}, {n_params} parameters", flush=True)
         torch.manual_seed(args.seed)
-        model = build_potential(backbone, elements=ELEMENTS, cutoff=CUTOFF, **options)
+        model = build_potential(backbone, elements=list(ELEMENTS), cutoff=CUTOFF, **options)
         sym = symmetry_errors(model, aspirin, args.seed)
         ms_mol = time_call(model, aspirin, args.repeats)
         try:
@@ -233,11 +180,10 @@ def main() -> int:
             ms_water = None
             notes.append(f"{backbone}: periodic water box skipped ({str(exc).splitlines()[0]})")
         print(f"#   symmetry {sym}, {ms_mol:.1f} ms aspirin, {fmt(ms_water)} ms water", flush=True)
-        torch.manual_seed(args.seed)
-        model = build_potential(backbone, elements=ELEMENTS, cutoff=CUTOFF, **options)
-        fit = train_and_test(model, train, test, args.seconds, args.batch_size, args.seed)
-        print(f"#   trained {fit['steps']} steps ({fit['epochs']} epochs) in {fit['train_s']:.0f} s: "
-              f"force MAE {fit['force_mae']:.1f} meV/Å, energy MAE {fit['energy_mae']:.1f} meV", flush=True)
+        fit = train_and_test(backbone, options, args)
+        print(f"#   trained {fit['steps']} steps ({fit['epochs']} epochs) in {fit['train_time_s']:.0f} s: "
+              f"force MAE {fit['forces_mae_meV_A']:.1f} meV/Å, energy MAE {fit['energy_mae_meV']:.1f} meV",
+              flush=True)
         rows.append((backbone, options, n_params, sym, ms_mol, ms_water, fit))
 
     print()
@@ -249,7 +195,7 @@ def main() -> int:
         opts = ", ".join(f"{k}={v}" for k, v in options.items())
         print(f"| {backbone} | {opts} | {n_params} | {sym['rot_E']:.1e} / {sym['rot_F']:.1e} | "
               f"{sym['refl_E']:.1e} / {sym['refl_F']:.1e} | {ms_mol:.1f} | {fmt(ms_water)} | {fit['steps']} | "
-              f"{fit['force_mae']:.1f} | {fit['energy_mae']:.1f} |")
+              f"{fit['forces_mae_meV_A']:.1f} | {fit['energy_mae_meV']:.1f} |")
     for note in notes:
         print(f"- {note}")
     print("- errors relative (|dE|/max(1,|E|), max|dF|/max(1,max|F|)), float64, aspirin, worst of 3; "

@@ -12,22 +12,26 @@ with ``key=value`` options (timings do not depend on the weights).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 import yaml
+from ase import Atoms
+from ase.calculators.calculator import Calculator
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import peer_calculator  # noqa: E402
-from systems import systems  # noqa: E402
+if not __package__:  # run as `python benchmarks/interleaved.py`: import the package from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from equipot import EquiCalc, build_potential, load_model  # noqa: E402
+from benchmarks.common import systems, untrained_model
+from benchmarks.peers import peer_calculator
+from equipot import EquiCalc, load_model
 
 
-def one_call(calc, atoms) -> float:
+def one_call(calc: Calculator, atoms: Atoms) -> float:
+    """Seconds of one energy+forces call after moving every atom by 1e-3 Å (so it recomputes)."""
     atoms.positions += 1e-3
     atoms.calc = calc
     t0 = time.perf_counter()
@@ -35,7 +39,7 @@ def one_call(calc, atoms) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved(calc_a, calc_b, atoms, calls: int) -> tuple[float, float]:
+def interleaved(calc_a: Calculator, calc_b: Calculator, atoms: Atoms, calls: int) -> tuple[float, float]:
     """Median seconds per call of two calculators, alternated call by call on copies of ``atoms``."""
     a, b = atoms.copy(), atoms.copy()
     one_call(calc_a, a), one_call(calc_b, b)
@@ -46,7 +50,7 @@ def interleaved(calc_a, calc_b, atoms, calls: int) -> tuple[float, float]:
     return statistics.median(times_a), statistics.median(times_b)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("options", nargs="*", help="ponita options key=value for the untrained default model")
     p.add_argument("--model", help="equipot model file instead of an untrained default model")
@@ -60,8 +64,7 @@ def main(argv=None) -> int:
         model = load_model(args.model)
     else:
         options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.options)}
-        torch.manual_seed(0)
-        model = build_potential("ponita", elements=[1, 6, 8], cutoff=5.0, **options)
+        model = untrained_model("ponita", options)
     dtype = getattr(torch, args.dtype)
     ours = EquiCalc(model, dtype=dtype)
     peer = peer_calculator(args.peer, args.dtype, "cpu")

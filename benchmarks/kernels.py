@@ -238,27 +238,27 @@ def sweep(args, device: torch.device, dtype: torch.dtype, variants=SWEEP_VARIANT
     """Time the fused message forward (kind ``message``) or its edge backward (``edge_backward``:
     f+b minus fwd) for block-size ``variants`` (tl.dot, kind, BLOCK_C, TILE, num_warps); returns and
     prints one row per variant, O and C. Restores the tuning afterwards."""
-    from equipot.ops import triton_scatter
+    from equipot.ops import triton_kernels
 
-    saved = {k: dict(v) for k, v in triton_scatter.TUNING.items()}
-    saved_dot = triton_scatter.FP32_DOT, triton_scatter.FP64_DOT
+    saved = {k: dict(v) for k, v in triton_kernels.TUNING.items()}
+    saved_dot = triton_kernels.FP32_DOT, triton_kernels.FP64_DOT
     e = args.sweep_edges
     print(f"sweep at E={e:.0e}: kind | tl.dot | BLOCK_C | TILE | warps | O | C | ms "
           "(edge_backward: f+b minus fwd)")
     rows = []
     try:
         for dot, kind, block_c, tile, warps in variants:
-            triton_scatter.FP32_DOT = triton_scatter.FP64_DOT = dot and saved_dot[1 if dtype == torch.float64 else 0]
-            triton_scatter.TUNING.update({k: dict(v) for k, v in saved.items()})
-            triton_scatter.TUNING[kind if dot else "no_dot"] = {"BLOCK_C": block_c, "TILE": tile, "num_warps": warps}
+            triton_kernels.FP32_DOT = triton_kernels.FP64_DOT = dot and saved_dot[1 if dtype == torch.float64 else 0]
+            triton_kernels.TUNING.update({k: dict(v) for k, v in saved.items()})
+            triton_kernels.TUNING[kind if dot else "no_dot"] = {"BLOCK_C": block_c, "TILE": tile, "num_warps": warps}
             for o in args.orientations:
                 for c in args.channels:
                     _, fwd, fb, _, _ = bench_case("message", "triton", e, o, c, args, device, dtype)
                     rows.append((kind, dot, block_c, tile, warps, o, c, fwd if kind == "message" else fb - fwd))
                     print(" | ".join(map(str, rows[-1][:-1])) + f" | {rows[-1][-1]:.3f}", flush=True)
     finally:
-        triton_scatter.TUNING.update(saved)
-        triton_scatter.FP32_DOT, triton_scatter.FP64_DOT = saved_dot
+        triton_kernels.TUNING.update(saved)
+        triton_kernels.FP32_DOT, triton_kernels.FP64_DOT = saved_dot
     return rows
 
 

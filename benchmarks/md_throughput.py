@@ -4,10 +4,10 @@
                                        [--peers mace-small ... | --peers none] [--threads 2] [--quick]
 
 Runs ``--steps`` steps of Langevin dynamics (ASE ``Langevin``, 0.5 fs, 300 K, friction
-0.01 / fs, seeded) on the periodic 192-atom water box of ``systems.py`` through every equipot
+0.01 / fs, seeded) on the periodic 192-atom water box of ``benchmarks/common.py`` through every equipot
 backbone asked for, once with the Verlet skin (0.5 Å: the neighbour list is rebuilt only when an
 atom has moved more than 0.25 Å) and once without (skin 0: rebuilt every step, as the peers do),
-and through each peer calculator (``peers.py``; a missing peer is named and skipped). Prints
+and through each peer calculator (``benchmarks/peers.py``; a missing peer is named and skipped). Prints
 steps/s, ns/day at 0.5 fs, the neighbour-list builds for equipot, and whether the run stayed
 finite. One untimed step comes first so model set-up is not counted. ``--quick`` runs 20 steps.
 The models are untrained, so the dynamics are not physical; the cost per step is what is measured.
@@ -15,27 +15,28 @@ The models are untrained, so the dynamics are not physical; the cost per step is
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from ase import units
+from ase.calculators.calculator import Calculator
 from ase.md.langevin import Langevin
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import PEERS, PeerUnavailable, peer_calculator  # noqa: E402
-from speed import DEFAULTS  # noqa: E402
-from systems import water_box  # noqa: E402
+if not __package__:  # run as `python benchmarks/md_throughput.py`: import the package from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from equipot import EquiCalc, available_backbones, build_potential  # noqa: E402
-from equipot.testing import thermalize  # noqa: E402
+from benchmarks.common import untrained_model, water_box
+from benchmarks.peers import PEERS, PeerUnavailable, peer_calculator
+from equipot import EquiCalc, available_backbones
+from equipot.testing import thermalize
 
 TIMESTEP_FS = 0.5
 
 
-def run_md(calc, steps: int, seed: int = 0) -> tuple[float, bool]:
+def run_md(calc: Calculator, steps: int, seed: int = 0) -> tuple[float, bool]:
     """(steps per second, finite) of ``steps`` Langevin steps of water-192 through ``calc``."""
     atoms = water_box(4)
     atoms.calc = calc
@@ -50,7 +51,7 @@ def run_md(calc, steps: int, seed: int = 0) -> tuple[float, bool]:
     return steps / elapsed, finite
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000, help="timed MD steps per calculator")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--skins", nargs="+", type=float, default=[0.5, 0.0], help="equipot Verlet skins, Å")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="20 steps")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     steps = 20 if args.quick else args.steps
     dtype = getattr(torch, args.dtype)
@@ -72,8 +73,7 @@ def main() -> None:
         if backbone not in available_backbones():
             print(f"# {backbone}: not available, skipped")
             continue
-        torch.manual_seed(0)
-        model = build_potential(backbone, elements=[1, 6, 8], cutoff=5.0, **DEFAULTS.get(backbone, {}))
+        model = untrained_model(backbone)
         for skin in args.skins:
             calc = EquiCalc(model, device=args.device, dtype=dtype, skin=skin)
             try:
@@ -99,7 +99,8 @@ def main() -> None:
     for name, variant, rate, builds, finite in rows:
         ns_day = rate * 86400 * ns_per_step
         print(f"| {name} | {variant} | {rate:.2f} | {ns_day:.3f} | {'-' if builds is None else builds} | {finite} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -25,11 +25,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import typing
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+
+if not __package__:  # run as `python benchmarks/peers.py`: import the benchmarks package from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import CUTOFF, ELEMENTS
 
 # e3nn 0.4/0.6 pickles that MACE loads need the old torch.load default; harmless for the rest.
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -67,46 +74,56 @@ def _dtype_name(dtype: str | torch.dtype) -> str:
 def mace_model(
     kind: str = "mace-small",
     dtype: str | torch.dtype = "float64",
-    elements: Sequence[int] = (1, 6, 8),
-    r_max: float = 5.0,
+    elements: Sequence[int] = ELEMENTS,
+    r_max: float = CUTOFF,
     avg_num_neighbors: float = 8.0,
     atomic_energies: Sequence[float] | None = None,
     scale: float = 1.0,
     shift: float = 0.0,
     seed: int = 0,
+    *,
+    hidden: str | None = None,
+    max_ell: int = 3,
+    correlation: int = 3,
+    num_interactions: int = 2,
 ) -> torch.nn.Module:
     """A ``ScaleShiftMACE`` at the rMD17 settings (see the module docstring), untrained.
 
     Args:
-        kind: ``mace-small``, ``mace-medium`` or ``mace-rmd17``.
+        kind: ``mace-small``, ``mace-medium`` or ``mace-rmd17``; sets the hidden irreps.
         elements: atomic numbers, in MACE's z-table order.
+        r_max: cutoff radius, Å.
+        avg_num_neighbors: mean neighbour count within ``r_max`` (MACE's message normalisation).
         atomic_energies: isolated-atom energies (eV) per element, zeros when None.
         scale, shift: eV applied to the interaction energy (MACE's atomic_inter_scale/shift).
+        hidden: hidden irreps instead of those of ``kind`` (e.g. ``"32x0e + 32x1o"``).
+        max_ell, correlation, num_interactions: spherical-harmonics order, body order - 1 and
+            message-passing layers.
     """
     try:
         from e3nn import o3
         from mace import modules
     except ImportError as exc:
         raise PeerUnavailable(f"MACE needs mace-torch and e3nn, not importable here ({exc}); {INSTALL_HINT}") from None
-    if kind not in MACE_HIDDEN:
+    if hidden is None and kind not in MACE_HIDDEN:
         raise ValueError(f"unknown MACE size {kind!r}; choose from {sorted(MACE_HIDDEN)}")
     block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
     e0 = np.zeros(len(elements)) if atomic_energies is None else np.asarray(atomic_energies, dtype=float)
     torch.manual_seed(seed)
     with default_dtype(_as_dtype(dtype)):
         return modules.ScaleShiftMACE(
-            r_max=r_max, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
-            interaction_cls=block, interaction_cls_first=block, num_interactions=2,
-            num_elements=len(elements), hidden_irreps=o3.Irreps(MACE_HIDDEN[kind]),
+            r_max=r_max, num_bessel=8, num_polynomial_cutoff=5, max_ell=max_ell,
+            interaction_cls=block, interaction_cls_first=block, num_interactions=num_interactions,
+            num_elements=len(elements), hidden_irreps=o3.Irreps(hidden or MACE_HIDDEN[kind]),
             MLP_irreps=o3.Irreps("16x0e"), gate=torch.nn.functional.silu, atomic_energies=e0,
-            avg_num_neighbors=avg_num_neighbors, atomic_numbers=list(elements), correlation=3,
+            avg_num_neighbors=avg_num_neighbors, atomic_numbers=list(elements), correlation=correlation,
             radial_MLP=[64, 64, 64], radial_type="bessel", atomic_inter_scale=scale,
             atomic_inter_shift=shift,
         )
 
 
 def mace_calculator(kind: str, dtype: str | torch.dtype = "float64", device: str = "cpu",
-                    elements: Sequence[int] = (1, 6, 8), model: torch.nn.Module | None = None):
+                    elements: Sequence[int] = ELEMENTS, model: torch.nn.Module | None = None):
     """ASE calculator (mace's ``MACECalculator``) around :func:`mace_model` or a given model."""
     try:
         from mace.calculators import MACECalculator
@@ -118,7 +135,7 @@ def mace_calculator(kind: str, dtype: str | torch.dtype = "float64", device: str
 
 
 # --------------------------------------------------------------------------------------- NequIP
-def nequip_model(dtype: str | torch.dtype = "float64", elements: Sequence[int] = (1, 6, 8), r_max: float = 5.0,
+def nequip_model(dtype: str | torch.dtype = "float64", elements: Sequence[int] = ELEMENTS, r_max: float = CUTOFF,
                  avg_num_neighbors: float = 8.0, seed: int = 0) -> torch.nn.Module:
     """NequIP at the (r)MD17 settings of its paper (see the module docstring), untrained, eval mode."""
     try:
@@ -143,7 +160,7 @@ def nequip_model(dtype: str | torch.dtype = "float64", elements: Sequence[int] =
 
 
 def nequip_calculator(dtype: str | torch.dtype = "float64", device: str = "cpu",
-                      elements: Sequence[int] = (1, 6, 8), r_max: float = 5.0):
+                      elements: Sequence[int] = ELEMENTS, r_max: float = CUTOFF):
     """nequip's ``NequIPCalculator`` around :func:`nequip_model` (uncompiled, eager mode)."""
     try:
         from ase.data import chemical_symbols
@@ -182,7 +199,7 @@ def _import_schnetpack():
     return schnetpack
 
 
-def schnet_model(cutoff: float = 5.0, seed: int = 0) -> torch.nn.Module:
+def schnet_model(cutoff: float = CUTOFF, seed: int = 0) -> torch.nn.Module:
     """SchNet as in SchNetPack's MD17 experiment config (see the module docstring), untrained."""
     spk = _import_schnetpack()
     torch.manual_seed(seed)
@@ -201,7 +218,7 @@ def schnet_model(cutoff: float = 5.0, seed: int = 0) -> torch.nn.Module:
     )
 
 
-def schnet_calculator(dtype: str | torch.dtype = "float64", device: str = "cpu", cutoff: float = 5.0):
+def schnet_calculator(dtype: str | torch.dtype = "float64", device: str = "cpu", cutoff: float = CUTOFF):
     """SchNetPack's ``SpkCalculator`` around :func:`schnet_model` (eV and Å throughout)."""
     spk = _import_schnetpack()
     from schnetpack.interfaces import SpkCalculator
@@ -221,7 +238,7 @@ def schnet_calculator(dtype: str | torch.dtype = "float64", device: str = "cpu",
 
 # ------------------------------------------------------------------------------------- front end
 def peer_calculator(name: str, dtype: str | torch.dtype = "float64", device: str = "cpu",
-                    elements: Sequence[int] = (1, 6, 8)):
+                    elements: Sequence[int] = ELEMENTS):
     """An ASE calculator for peer ``name`` (one of :data:`ALL_PEERS`).
 
     Raises:

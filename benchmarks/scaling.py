@@ -3,7 +3,7 @@
     python benchmarks/scaling.py [--backbone ponita] [--dtype float32] [--sides 3 4 5 6 8 10 12]
                                  [--max-seconds 60] [--repeats 3] [--threads 2] [--quick]
 
-Periodic water boxes at 1 g/cm^3 (``systems.water_box(n)``, 3 n^3 atoms: 81, 192, 375, ...) are
+Periodic water boxes at 1 g/cm^3 (``benchmarks.common.water_box(n)``, 3 n^3 atoms: 81, 192, 375, ...) are
 evaluated by the model directly (``Potential.forward`` with forces: forward + autograd backward)
 with ``EQUIPOT_SCATTER_BACKEND=torch``, the neighbour list built beforehand (its time is reported
 in its own column). Each size runs in a fresh process so its peak memory is its own (CPU: peak
@@ -22,24 +22,23 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from speed import DEFAULTS, current_rss_mb, peak_mb, reset_peak  # noqa: E402
-from systems import water_box  # noqa: E402
+if not __package__:  # run as `python benchmarks/scaling.py`: import the package from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import current_rss_mb, peak_mb, reset_peak, untrained_model, water_box
+from equipot import AtomicGraph
 
 
 def measure(backbone: str, dtype: str, n_side: int, repeats: int, threads: int, device: str) -> dict:
     """One size: ms per energy+forces call (median), neighbour-list ms, edges and peak memory (MB)."""
     os.environ["EQUIPOT_SCATTER_BACKEND"] = "torch"
     torch.set_num_threads(threads)
-    from equipot import AtomicGraph, build_potential
-
-    torch.manual_seed(0)
-    model = build_potential(backbone, elements=[1, 6, 8], cutoff=5.0, **DEFAULTS.get(backbone, {}))
-    model = model.to(device=device, dtype=getattr(torch, dtype))
+    model = untrained_model(backbone).to(device=device, dtype=getattr(torch, dtype))
     atoms = water_box(n_side)
     t0 = time.perf_counter()
     graph = AtomicGraph.from_atoms(atoms, model.cutoff, dtype=getattr(torch, dtype), device=device)
@@ -67,7 +66,7 @@ def fit_exponent(n: list[float], y: list[float]) -> float:
     return float(np.polyfit(np.log(n), np.log(y), 1)[0])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="ponita")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -78,7 +77,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per size (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="sizes 81..648 atoms, 2 repeats")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sides = [3, 4, 5, 6] if args.quick else args.sides
     repeats = 2 if args.quick else args.repeats
     print(f"# {args.backbone} {args.dtype} device={args.device} threads={args.threads} scatter=torch "
@@ -115,7 +114,8 @@ def main() -> None:
               f"(1.00 = linear); largest measured: {rows[-1]['atoms']} atoms")
     else:
         print("\nfewer than two sizes with >= 300 atoms: no fit")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,7 +11,7 @@ call recomputes; the equipot skin keeps the neighbour list between calls, "skin=
 every call like the peers do) and the peak memory of the calls (CUDA: max allocated; CPU: growth
 of the RSS high-water mark, reset before each system, over the RSS before the calls; each model
 runs in its own process unless ``--no-isolate``). The peers (MACE small and
-medium, NequIP, SchNet at the MD17 settings of their papers, see ``peers.py``) are timed in the
+medium, NequIP, SchNet at the MD17 settings of their papers, see ``benchmarks/peers.py``) are timed in the
 same run when importable; a missing one is named and skipped. Install them in their own
 environment with ``bash benchmarks/peers_env.sh VENV`` and run this script with
 ``VENV/bin/python``. ``--backbones all`` times every registered backbone.
@@ -22,30 +22,26 @@ import argparse
 import concurrent.futures
 import multiprocessing
 import os
-import resource
 import statistics
 import sys
 import time
+from pathlib import Path
+from typing import Callable
 
 import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import PEERS, PeerUnavailable, peer_calculator  # noqa: E402
-from systems import systems, water_box  # noqa: E402
+if not __package__:  # run as `python benchmarks/speed.py`: import the package from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from equipot import EquiCalc, available_backbones, build_potential  # noqa: E402
-
-# Per-backbone settings; ponita is the default model, the others at their own defaults.
-DEFAULTS = {
-    "ponita": dict(hidden=64, layers=3, grid_size=12),
-    "lieconv": {},
-    "frame_averaging": {},
-    "ga_attention": {},
-    "grepsnet": {},
-}
+from benchmarks.common import current_rss_mb, peak_mb, reset_peak, systems, untrained_model, water_box
+from benchmarks.peers import PEERS, PeerUnavailable, peer_calculator
+from equipot import EquiCalc, Potential, available_backbones
 
 
 def scatter_backends(device: str) -> list[str]:
+    """The scatter backends that run on ``device`` (``torch`` at least)."""
     try:
         from equipot.ops import available_backends
     except ImportError:
@@ -53,44 +49,7 @@ def scatter_backends(device: str) -> list[str]:
     return list(available_backends(device))
 
 
-def _status_mb(field: str) -> float | None:
-    """A memory field of /proc/self/status (Linux) in MB, or None."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak(device: str) -> None:
-    """Start a new peak-memory window (CUDA: allocator stats; Linux CPU: the RSS high-water mark)."""
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        return
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-    except OSError:
-        pass
-
-
-def peak_mb(device: str) -> float:
-    """Peak memory since :func:`reset_peak` (CUDA: max allocated; CPU: peak RSS), MB."""
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    hwm = _status_mb("VmHWM")
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def current_rss_mb() -> float:
-    """Resident memory of this process now (MB); 0 where /proc is missing."""
-    return _status_mb("VmRSS") or 0.0
-
-
-def time_calc(calc, atoms, repeats: int, device: str) -> tuple[float, float]:
+def time_calc(calc: Calculator, atoms: Atoms, repeats: int, device: str) -> tuple[float, float]:
     """Median ms per energy+forces call (first call not counted) and peak memory (MB) of the calls.
 
     CPU: growth of the RSS high-water mark over the RSS before the calls (Linux; it includes
@@ -124,8 +83,7 @@ def run_job(job: dict) -> list[tuple]:
         label = job["name"]
     else:
         os.environ["EQUIPOT_SCATTER_BACKEND"] = job["backend"]
-        torch.manual_seed(0)
-        model = build_potential(job["name"], elements=[1, 6, 8], cutoff=5.0, **DEFAULTS.get(job["name"], {}))
+        model = untrained_model(job["name"])
         skin = job["skin"]
         calcs = [(f"{job['backend']}/skin={skin}",
                   lambda: EquiCalc(model, device=device, dtype=getattr(torch, dtype), skin=skin))]
@@ -143,6 +101,7 @@ def run_job(job: dict) -> list[tuple]:
 
 
 def run_isolated(job: dict, isolate: bool) -> list[tuple]:
+    """:func:`run_job`, in a fresh process when ``isolate`` (so the CPU peak RSS is the job's own)."""
     if not isolate:
         return run_job(job)
     ctx = multiprocessing.get_context("spawn")
@@ -151,6 +110,7 @@ def run_isolated(job: dict, isolate: bool) -> list[tuple]:
 
 
 def print_table(rows: list[tuple]) -> None:
+    """Markdown table of :func:`run_job` rows: ms per call, peak MB, ratio to MACE-small in the same dtype."""
     print("\n| system | atoms | model | dtype | variant | ms/call | peak MB | ms / MACE-small |")
     print("|---|---|---|---|---|---|---|---|")
     for name, n, model, dtype, variant, ms, mem in rows:
@@ -162,7 +122,7 @@ def print_table(rows: list[tuple]) -> None:
         print(f"| {name} | {n} | {model} | {dtype} | {variant} | {ms:.1f} | {mem:.0f} | {ratio} |")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
@@ -178,7 +138,7 @@ def main() -> None:
     parser.add_argument("--no-mace", action="store_true", help="skip the MACE peers")
     parser.add_argument("--largest", action="store_true",
                         help="also grow water boxes until one no longer fits (CUDA) and report the largest")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = args.device
     backbones = available_backbones() if args.backbones == ["all"] else args.backbones
@@ -220,16 +180,17 @@ def main() -> None:
         rows.extend(new)
     print_table(rows)
     if args.largest and device.startswith("cuda"):
-        model = build_potential("ponita", elements=[1, 6, 8], cutoff=5.0, **DEFAULTS["ponita"])
+        model = untrained_model("ponita")
         for backend in backends:
             os.environ["EQUIPOT_SCATTER_BACKEND"] = backend
             side = largest_fitting(lambda n: fits_on_gpu(model, water_box(n), device), start=8)
             atoms = len(water_box(side)) if side else 0
             print(f"largest water box that fits ({backend}, float32, energy+forces): {atoms} atoms "
                   f"(water_box({side}))")
+    return 0
 
 
-def largest_fitting(fits, start: int) -> int:
+def largest_fitting(fits: Callable[[int], bool], start: int) -> int:
     """Largest n >= 1 with ``fits(n)`` (assumed monotone): grow n by ~1.26 (x2 in volume) from
     ``start`` until it fails, then bisect between the last fit (0 if even ``start`` fails) and the
     first failure; 0 if none fits."""
@@ -245,7 +206,7 @@ def largest_fitting(fits, start: int) -> int:
     return lo
 
 
-def fits_on_gpu(model, atoms, device: str) -> bool:
+def fits_on_gpu(model: Potential, atoms: Atoms, device: str) -> bool:
     """Whether two energy+force calls on ``atoms`` run without a CUDA out-of-memory error."""
     try:
         time_calc(EquiCalc(model, device=device, dtype=torch.float32), atoms, 1, device)
@@ -257,4 +218,4 @@ def fits_on_gpu(model, atoms, device: str) -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,41 +18,36 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if not __package__:  # run as `python benchmarks/symmetry.py`: import the package from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from equipot.data import H5Dataset, convert_rmd17  # noqa: E402
-from equipot.graph import AtomicGraph  # noqa: E402
-from equipot.potentials import load_model  # noqa: E402
-from equipot.potentials.ponita import set_inference_grid  # noqa: E402
-from equipot.potentials.sphere import orientation_grid, quadrature_error  # noqa: E402
-from equipot.testing import random_rotation  # noqa: E402
-
-DEFAULT_DATA = REPO / ".." / "shared" / "data" / "rmd17"
+from benchmarks.common import DEFAULT_DATA, DEFAULT_OUT, rmd17_h5, sample
+from equipot import AtomicGraph, Potential, load_model
+from equipot.data import Frame, H5Dataset
+from equipot.potentials.ponita import set_inference_grid
+from equipot.potentials.sphere import orientation_grid, quadrature_error
+from equipot.testing import random_rotation
 
 
-def test_frames(molecule: str, data_dir: Path, out: Path, n: int, seed: int) -> list:
-    """``n`` frames (seeded) of the official ``test_01`` split of a revised-MD17 molecule."""
-    out.mkdir(parents=True, exist_ok=True)
-    h5 = out / f"rmd17_{molecule}.h5"
-    if not h5.exists():
-        convert_rmd17([data_dir / f"rmd17_{molecule}_{s}_01.npz" for s in ("train", "test")], h5, keep_old=False)
-    test = H5Dataset(h5, split="test")
-    idx = np.sort(np.random.default_rng(seed).permutation(len(test))[:n])
-    return [test[int(k)] for k in idx]
+def sample_test_frames(molecule: str, data_dir: Path, out: Path, n: int, seed: int) -> list[Frame]:
+    """``n`` frames (seeded) of the official ``test_01`` split of a revised-MD17 molecule (eV, Å)."""
+    test = sample(H5Dataset(rmd17_h5(molecule, data_dir, out), split="test"), n, seed)
+    return [test[k] for k in range(len(test))]
 
 
-def _predict(model, numbers: np.ndarray, positions: np.ndarray) -> tuple[float, np.ndarray]:
+def _predict(model: Potential, numbers: np.ndarray, positions: np.ndarray) -> tuple[float, np.ndarray]:
+    """Energy (eV) and forces [n, 3] (eV/Å) of one molecule (positions in Å), float64."""
     graph = AtomicGraph.from_structures([(numbers, positions, None, None)], model.cutoff, dtype=torch.float64)
     out = model(graph, compute_forces=True)
     return float(out["energy"][0].detach()), out["forces"].detach().numpy()
 
 
-def rotation_errors(model, frames: list, rotations: int, seed: int) -> dict:
+def rotation_errors(model: Potential, frames: list[Frame], rotations: int, seed: int) -> dict:
     """Mean/worst force error (RMS ΔF / RMS F) and energy error (meV) over frames × rotations."""
     rng = np.random.default_rng(seed)
     f_err, e_err, abs_f, n_f = [], [], 0.0, 0
@@ -70,7 +65,7 @@ def rotation_errors(model, frames: list, rotations: int, seed: int) -> dict:
             "test_force_mae_meV_A": abs_f / n_f * 1e3}
 
 
-def call_time(model, frame, repeats: int = 5) -> float:
+def call_time(model: Potential, frame: Frame, repeats: int = 5) -> float:
     """Median seconds of one energy+forces call on ``frame`` in the model's dtype."""
     times = []
     for _ in range(repeats + 1):
@@ -89,10 +84,10 @@ def parse_grid(text: str) -> tuple[str | None, int | None]:
 
 
 def measure(model_path: str | Path, molecule: str, grids: list[str], frames: int = 20, rotations: int = 3,
-            seed: int = 0, data_dir: Path = DEFAULT_DATA, out: Path = Path("runs/bench_md17")) -> list[dict]:
+            seed: int = 0, data_dir: Path = DEFAULT_DATA, out: Path = DEFAULT_OUT) -> list[dict]:
     """One row per grid (see the module docstring)."""
     base = load_model(model_path).double().eval()
-    data = test_frames(molecule, Path(data_dir), Path(out), frames, seed)
+    data = sample_test_frames(molecule, Path(data_dir), Path(out), frames, seed)
     rows = []
     for text in grids:
         model = copy.deepcopy(base)
@@ -113,7 +108,7 @@ QUADRATURE_GRIDS = ("fibonacci:12", "icosahedron:12", "fibonacci:20", "dodecahed
                     "repulsion:24", "fibonacci:32", "repulsion:32", "repulsion:48")
 
 
-def quadrature_table(grids=QUADRATURE_GRIDS, degrees=range(1, 13)) -> str:
+def quadrature_table(grids: Sequence[str] = QUADRATURE_GRIDS, degrees: Sequence[int] = range(1, 13)) -> str:
     """Markdown table: each grid's quadrature error (%, see ``quadrature_error``) by degree."""
     lines = ["| grid | points | " + " | ".join(f"l={d}" for d in degrees) + " |",
              "|---|---:|" + "---:|" * len(degrees)]
@@ -125,13 +120,13 @@ def quadrature_table(grids=QUADRATURE_GRIDS, degrees=range(1, 13)) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", nargs="?", help="equipot model file (ponita backbone)")
     p.add_argument("--quadrature-table", action="store_true", help="print the grids' quadrature errors and exit")
     p.add_argument("--molecule", default="ethanol")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA))
-    p.add_argument("--out", default="runs/bench_md17", help="folder for the converted HDF5 file")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the converted HDF5 file")
     p.add_argument("--grids", nargs="+", default=["train"], help="train, or NAME:SIZE (e.g. repulsion:24)")
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--rotations", type=int, default=3)

@@ -7,7 +7,7 @@ Backends:
 ``torch_scatter``
     The ``torch-scatter`` extension (``pip install equipot[scatter]``) when it imports.
 ``triton``
-    The custom kernels of :mod:`equipot.ops.triton_scatter` (``pip install equipot[gpu]``).
+    The custom kernels of :mod:`equipot.ops.triton_kernels` (``pip install equipot[gpu]``).
     They run on CUDA (and ROCm) tensors, and on CPU tensors only under the Triton
     interpreter (``TRITON_INTERPRET=1``, set before ``triton`` is first imported and kept set),
     which the tests use; the interpreter is far too slow for real work.
@@ -60,7 +60,7 @@ def triton_interpreted() -> bool:
     """True when the Triton kernels run (or would run) in the interpreter, on the CPU."""
     if os.environ.get("TRITON_INTERPRET", "0") != "1":  # read by triton while kernels run, too
         return False
-    module = sys.modules.get("equipot.ops.triton_scatter")
+    module = sys.modules.get("equipot.ops.triton_kernels")
     # The interpreter is chosen when the kernels are decorated, i.e. at import.
     return module is None or bool(module.INTERPRETED)
 

@@ -186,16 +186,16 @@ class _ChunkedMessage(Function):
 class _FusedMessage(Function):
     @staticmethod
     def forward(ctx, phi: Tensor, weight: Tensor, h: Tensor, plan: EdgePlan) -> Tensor:
-        from . import triton_scatter
+        from . import triton_kernels
 
         ctx.save_for_backward(phi, weight, h)
         ctx.plan = plan
-        return triton_scatter.csr_message(phi, weight, h, plan.receiver_ptr, plan.sender, plan.receiver_perm,
+        return triton_kernels.csr_message(phi, weight, h, plan.receiver_ptr, plan.sender, plan.receiver_perm,
                                           plan.num_nodes)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        from . import triton_scatter
+        from . import triton_kernels
 
         phi, weight, h = ctx.saved_tensors
         plan: EdgePlan = ctx.plan
@@ -205,8 +205,8 @@ class _FusedMessage(Function):
         grad_h = None
         if needs[2]:
             ptr, perm = plan.sender_csr(h.shape[0])
-            grad_h = triton_scatter.csr_message(phi, weight, grad, ptr, plan.receiver, perm, h.shape[0])
-        grad_phi, grad_weight = triton_scatter.edge_backward(phi, weight, h, grad, plan.sender, plan.receiver,
+            grad_h = triton_kernels.csr_message(phi, weight, grad, ptr, plan.receiver, perm, h.shape[0])
+        grad_phi, grad_weight = triton_kernels.edge_backward(phi, weight, h, grad, plan.sender, plan.receiver,
                                                              needs[0], needs[1])
         return grad_phi, grad_weight, grad_h, None
 

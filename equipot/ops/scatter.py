@@ -7,7 +7,7 @@ The backend is chosen per device and can be forced (see :mod:`equipot.ops.backen
 - ``torch``: ``index_add_`` (segment_sum expands the offsets to an index first);
 - ``torch_scatter``: ``torch_scatter.scatter_sum`` / ``segment_csr``;
 - ``triton``: an atomic scatter kernel, and a CSR segment kernel without atomics
-  (:mod:`equipot.ops.triton_scatter`). Their backward passes are a gather
+  (:mod:`equipot.ops.triton_kernels`). Their backward passes are a gather
   (``index_select``) and a CSR expand kernel; both are differentiable again, so
   double backward (force training) works on every backend.
 """
@@ -21,9 +21,9 @@ from .backends import resolve_backend
 
 
 def _kernels():
-    from . import triton_scatter
+    from . import triton_kernels
 
-    return triton_scatter
+    return triton_kernels
 
 
 def check(condition: Tensor, message: str) -> None:

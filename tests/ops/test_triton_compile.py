@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent('''
     import triton, triton.language as tl
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from equipot.ops import triton_scatter as ts
+    from equipot.ops import triton_kernels as ts
 
     target = GPUTarget("cuda", 90, 32)
 

@@ -25,7 +25,7 @@ from equipot.ops import (  # noqa: E402  (after TRITON_INTERPRET is set)
     scatter_sum,
     segment_sum,
     spatial_message,
-    triton_scatter,
+    triton_kernels,
 )
 
 DEVICE = "cuda" if _CUDA else "cpu"
@@ -156,7 +156,7 @@ def test_message_matches_torch(dtype):
 
 def test_message_float64_without_tl_dot(monkeypatch):
     """The broadcast-sum product used in float64 where triton < 3.5 has no fp64 tl.dot."""
-    monkeypatch.setattr(triton_scatter, "FP64_DOT", False)
+    monkeypatch.setattr(triton_kernels, "FP64_DOT", False)
     phi, weight, h, edge_index = _message_inputs(4, 20, 2, 3, 20, torch.float64, seed=8, empty=(2,))
     _compare_message(phi, weight, h, edge_index, 4, torch.float64)
 
@@ -174,10 +174,10 @@ def test_message_tf32_follows_torch_matmul_precision(tf32_matmuls, monkeypatch):
 
     The interpreter computes the TF32 branch in full float32, so on the CPU this checks that the
     branch runs; on a GPU the tolerance is TF32's (10-bit mantissa, sums over B = 5 and C)."""
-    assert triton_scatter._tf32(torch.float32, True) and not triton_scatter._tf32(torch.float64, True)
-    monkeypatch.setattr(triton_scatter, "FP32_PRECISION", "ieee")
-    assert not triton_scatter._tf32(torch.float32, True)
-    monkeypatch.setattr(triton_scatter, "FP32_PRECISION", None)
+    assert triton_kernels._tf32(torch.float32, True) and not triton_kernels._tf32(torch.float64, True)
+    monkeypatch.setattr(triton_kernels, "FP32_PRECISION", "ieee")
+    assert not triton_kernels._tf32(torch.float32, True)
+    monkeypatch.setattr(triton_kernels, "FP32_PRECISION", None)
     phi, weight, h, edge_index = _message_inputs(6, 40, 3, 5, 20, torch.float64, seed=4, empty=(0,))
     ref = spatial_message(phi, weight, h, edge_index, 6, backend="torch")
     grad = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
@@ -238,7 +238,7 @@ def test_message_gradcheck_and_gradgradcheck_float64():
 
 
 def test_interpreted_flag_matches_device():
-    assert triton_scatter.INTERPRETED == (os.environ.get("TRITON_INTERPRET") == "1")
+    assert triton_kernels.INTERPRETED == (os.environ.get("TRITON_INTERPRET") == "1")
 
 
 def test_ponita_energy_and_forces_match_torch_backend():

@@ -27,8 +27,8 @@ errors of any potential trained on them.
 
 Needs ``pip install tblite pyscf`` (not dependencies of equipot). Examples::
 
-    python benchmarks/generate_xtb_pyscf.py --molecule CH3CH2OH --frames 50 -o ethanol_gen.npz
-    python benchmarks/generate_xtb_pyscf.py --xyz my_molecule.xyz --frames 20 --temperature 400 -o mine.npz
+    python tools/generate_xtb_pyscf.py --molecule CH3CH2OH --frames 50 -o ethanol_gen.npz
+    python tools/generate_xtb_pyscf.py --xyz my_molecule.xyz --frames 20 --temperature 400 -o mine.npz
     equipot convert ethanol_gen.npz -o ethanol_gen.h5 --level-of-theory "PBE/def2-SVP (pyscf, DF)"
 """
 from __future__ import annotations
@@ -42,9 +42,11 @@ from pathlib import Path
 import numpy as np
 from ase import units
 
-KCAL_MOL = units.kcal / units.mol  # eV per kcal/mol
-HARTREE_KCAL = units.Hartree / KCAL_MOL
-HARTREE_BOHR_KCAL_A = units.Hartree / units.Bohr / KCAL_MOL
+from equipot.data.units import BOHR, HARTREE, KCAL_MOL
+from equipot.testing import thermalize
+
+HARTREE_KCAL = HARTREE / KCAL_MOL  # kcal/mol per Hartree
+HARTREE_BOHR_KCAL_A = HARTREE / BOHR / KCAL_MOL  # kcal/mol/Å per Hartree/Bohr
 
 
 def _require() -> None:
@@ -136,14 +138,6 @@ def validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _thermalize(atoms, temperature: float, rng: np.random.Generator) -> None:
-    try:  # ASE >= 3.29
-        from ase.md.velocitydistribution import thermalize_momenta as draw
-    except ImportError:
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as draw
-    draw(atoms, temperature_K=temperature, rng=rng)
-
-
 def generate(args: argparse.Namespace) -> int:
     from ase.build import molecule
     from ase.constraints import FixCom
@@ -171,7 +165,7 @@ def generate(args: argparse.Namespace) -> int:
     data["nuclear_charges"] = atoms.numbers.astype(np.uint8)
     atoms.calc = TBLite(method="GFN2-xTB", charge=args.charge, multiplicity=args.spin + 1, verbosity=0)
     rng = np.random.default_rng(args.seed + step0)
-    _thermalize(atoms, args.temperature, rng)
+    thermalize(atoms, args.temperature, rng)
     Stationary(atoms)
     ZeroRotation(atoms)
     atoms.set_constraint(FixCom())
