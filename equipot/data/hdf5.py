@@ -1,6 +1,7 @@
 """equipot's HDF5 dataset format: an atomic, streaming writer and a lazy reader.
 
-Layout (schema version 1, see DESIGN.md; every frame stored flat with offsets)::
+Layout (schema version 1, the one description of it; see docs/architecture.md for the data flow;
+every frame stored flat with offsets)::
 
     / attrs: format="equipot", version=1, source, level_of_theory, energy_unit="eV",
              length_unit="Angstrom", forces_unit, stress_unit, created_by, created,
