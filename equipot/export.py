@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .safe_write import atomic_write
 from .graph import AtomicGraph
 from .ops.backends import use_backend
 from .potentials.base import Potential
+from .safe_write import atomic_write
 
 
 class EnergyForces(nn.Module):

@@ -32,8 +32,8 @@ from typing import Any, Sequence, Union
 
 import yaml
 
-from ..safe_write import atomic_write
 from ..neighbors import check_cutoff
+from ..safe_write import atomic_write
 
 SECTIONS = ("model", "data", "train")
 

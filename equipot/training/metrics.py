@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..safe_write import atomic_write
 from ..graph import AtomicGraph
+from ..safe_write import atomic_write
 
 # name -> (factor from the stored unit, unit label) for the standard targets.
 STANDARD = {

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..safe_write import atomic_write
 from ..data.loader import make_loader
 from ..potentials.base import Potential, PotentialConfig, element_counts
 from ..potentials.model_file import load_model, save_model
 from ..precision import DTYPES
+from ..safe_write import atomic_write
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, config_from_dict, config_to_dict, save_config
 from .data import (
@@ -228,9 +228,10 @@ class Trainer:
 
         A force-dominated loss lets the backbone's energy per atom drift by a constant that the
         forces cannot see, swinging from epoch to epoch by more than the energies' spread; the
-        learned correction follows only at the learning rate. This closed-form fit, on a fixed seeded subset of at most ``train.energy_refit_frames`` training
-        frames (energies only, eval mode, so deterministic), is done on the new model and before
-        every validation on the trained and the evaluated (EMA) models.
+        learned correction follows only at the learning rate. This closed-form fit, on a fixed
+        seeded subset of at most ``train.energy_refit_frames`` training frames (energies only,
+        eval mode, so deterministic), is done on the new model and before every validation on
+        the trained and the evaluated (EMA) models.
         """
         loader, values, counts = self._energy_fit_data()
         dtype = next(model.backbone.parameters()).dtype

@@ -13,7 +13,7 @@ from ase.optimize import BFGS, FIRE
 
 from equipot import AtomicGraph, EquiCalc, build_potential, save_model
 from equipot.calculators.ase import ExtrapolationWarning
-from equipot.testing import predict, nve_drift
+from equipot.testing import nve_drift, predict
 
 
 def tiny(elements=(1, 6, 8), **kw):

@@ -14,9 +14,9 @@ from ase.build import bulk, molecule
 from equipot import AtomicGraph, available_backbones, build_potential, load_model, save_model
 from equipot.testing import (
     batch_independence_error,
-    predict,
     finite_difference_force_error,
     finite_difference_stress_error,
+    predict,
 )
 
 SMALL = {

@@ -16,10 +16,10 @@ from equipot import AtomicGraph, build_potential, load_model, save_model
 from equipot.potentials.frame_averaging import FrameSet, SafeEigh
 from equipot.testing import (
     batch_independence_error,
-    predict,
     finite_difference_force_error,
     finite_difference_stress_error,
     nve_drift,
+    predict,
     transform_errors,
 )
 

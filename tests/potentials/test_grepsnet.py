@@ -13,8 +13,8 @@ from ase.build import molecule
 
 from equipot import build_potential
 from equipot.testing import (
-    predict,
     nve_drift,
+    predict,
     transform_errors,
 )
 

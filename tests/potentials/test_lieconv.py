@@ -18,10 +18,10 @@ from equipot import AtomicGraph, build_potential, load_model, save_model
 from equipot.potentials.lieconv import quaternion_to_matrix, random_quaternions, relative_log
 from equipot.testing import (
     batch_independence_error,
-    predict,
     finite_difference_force_error,
     finite_difference_stress_error,
     nve_drift,
+    predict,
     random_rotation,
     transform_errors,
 )

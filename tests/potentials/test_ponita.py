@@ -13,9 +13,9 @@ from ase.build import bulk, molecule
 
 from equipot import build_potential
 from equipot.testing import (
-    predict,
     finite_difference_force_error,
     finite_difference_stress_error,
+    predict,
     transform_errors,
 )
 

@@ -24,7 +24,7 @@ from ase.md.langevin import Langevin
 from equipot import AtomicGraph, build_potential
 from equipot.calculators.ase import EquiCalc, ExtrapolationWarning
 from equipot.data.units import KCAL_MOL
-from equipot.testing import predict, nve_drift, thermalize
+from equipot.testing import nve_drift, predict, thermalize
 
 SHARED_RMD17 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "rmd17"
 
