@@ -187,3 +187,23 @@ def test_export_runs_without_equipot(tmp_path, capsys):
     meta = {"equipot.json": ""}
     torch.export.load(str(artifact), extra_files=meta)
     assert json.loads(meta["equipot.json"])["elements"] == [1, 6, 8]
+
+
+def test_help_starts_without_torch_and_info_without_backbones(tmp_path):
+    """`equipot --help` imports no torch; `equipot info FILE.h5` imports no backbone (cold start)."""
+    from equipot.data import HDF5Writer
+
+    h5 = tmp_path / "one.h5"
+    with HDF5Writer(h5) as w:
+        w.add(numbers=[1, 8, 1], positions=np.eye(3), energy=-1.0)
+    probe = ("import sys\nfrom equipot.cli.main import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch'}),"
+             " [m for m in sys.modules if m.startswith('equipot.potentials')])")
+    env = cli_env()
+    out = subprocess.run([sys.executable, "-c", probe, "--help"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "[] []", out.stdout[-300:]
+    out = subprocess.run([sys.executable, "-c", probe, "info", str(h5)], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip().splitlines()[-1].endswith(" []"), out.stdout[-300:] + out.stderr[-300:]
