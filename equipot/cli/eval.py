@@ -27,7 +27,7 @@ def write_predictions(path: str | Path, predictions: dict, property_name: str | 
     """Predictions as an equipot HDF5 file (same structures, predicted labels)."""
     import numpy as np
 
-    from ..data.hdf5 import HDF5Writer
+    from ..data.writer import HDF5Writer
 
     counts = predictions["num_atoms"].astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -52,7 +52,7 @@ def write_predictions(path: str | Path, predictions: dict, property_name: str | 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..data.hdf5 import H5Dataset
+    from ..data.reader import H5Dataset
     from ..training.data import check_dataset_elements, check_targets
     from ..training.evaluate import evaluate
     from ..training.metrics import format_table

@@ -21,7 +21,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     """Summary of an equipot file as a JSON-ready dict (energies in eV, forces in eV/Å)."""
     from ase.data import chemical_symbols
 
-    from ..data.hdf5 import H5Dataset, open_h5
+    from ..data.reader import H5Dataset, open_h5
 
     ds = H5Dataset(path)
     attrs = ds.attrs

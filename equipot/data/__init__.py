@@ -9,10 +9,13 @@
         ...
 """
 from .ase_io import convert_ase
-from .hdf5 import SCHEMA_VERSION, Frame, H5Dataset, HDF5Writer, open_h5, random_split
 from .loader import Collater, collate, make_loader
 from .md17 import convert_md17, convert_rmd17, read_index_file
 from .qm9 import convert_qm9, convert_qm9pack, read_atomrefs, read_uncharacterized
+from .reader import H5Dataset, open_h5
+from .schema import SCHEMA_VERSION, Frame
+from .split import random_split
+from .writer import HDF5Writer
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .hdf5 import HDF5Writer
 from .md17 import _add_splits, _collect_splits, _open_inputs, relabel_error
 from .units import energy_factor, length_factor
+from .writer import HDF5Writer
 
 _SKIP_ARRAYS = {"numbers", "positions"}
 # Calculator results that are stored as core fields rather than properties.

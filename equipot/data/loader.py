@@ -1,4 +1,4 @@
-"""Batches of :class:`~equipot.graph.AtomicGraph` from an :class:`~equipot.data.hdf5.H5Dataset`.
+"""Batches of :class:`~equipot.graph.AtomicGraph` from an :class:`~equipot.data.reader.H5Dataset`.
 
 ``collate`` turns a list of frames into one graph plus a dict of target tensors; it runs
 inside the DataLoader workers, so the neighbour lists (matscipy, CPU) are built in
@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..graph import AtomicGraph
-from .hdf5 import Frame
+from .schema import Frame
 
 
 def _tensor(values: np.ndarray, dtype: torch.dtype) -> Tensor:

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .hdf5 import HDF5Writer
 from .units import KCAL_MOL, energy_factor, length_factor
+from .writer import HDF5Writer
 
 if TYPE_CHECKING:
     from typing_extensions import Self

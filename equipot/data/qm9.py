@@ -53,8 +53,8 @@ from pathlib import Path
 import numpy as np
 from ase.data import atomic_numbers
 
-from .hdf5 import HDF5Writer
 from .units import HARTREE
+from .writer import HDF5Writer
 
 #: (name, published unit, stored unit, factor published -> stored, description), in file order
 QM9_PROPERTIES: list[tuple[str, str, str, float, str]] = [

@@ -7,7 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.hdf5 import H5Dataset, random_split
+from ..data.reader import H5Dataset
+from ..data.split import random_split
 from .config import DataSection
 
 
