@@ -11,18 +11,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-import tarfile
-from pathlib import Path
 
 HELP = "convert MD17 / revised MD17 .npz, QM9 (xyz or qm9pack) or any ASE-readable file to equipot HDF5"
-FORMATS = ("rmd17", "md17", "qm9", "qm9pack", "ase")
-_TAR_SUFFIXES = (".tar", ".tar.bz2", ".tbz2", ".tbz", ".tar.gz", ".tgz", ".tar.xz", ".txz")
-_H5_SUFFIXES = (".h5", ".hdf5")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from ..data.formats import FORMATS
+
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="input files or folder (none for --format qm9pack: the installed package); "
                              "without -o, a last argument ending in .h5 is the output")
@@ -56,38 +52,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def detect_format(inputs: list[str]) -> str:
-    """Guess the converter from the first input's name (and an .npz's keys)."""
+    """The converter for the first input (see :func:`equipot.data.formats.detect_format`)."""
     if not inputs:
         raise ValueError("no input given (use --format qm9pack to read the installed qm9pack package)")
-    path = Path(inputs[0])
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
-    name = path.name.lower()
-    if path.is_dir():
-        if any(re.search(r"dsgdb9nsd_\d+\.xyz$", p.name) for p in path.iterdir()):
-            return "qm9"
-        if (path / "qm9_part1.csv").exists():
-            return "qm9pack"
-        raise ValueError(f"{path}: folder holds neither QM9 dsgdb9nsd_*.xyz files nor qm9pack CSV files")
-    if name.endswith(".npz"):
-        from ..data.md17 import npz_keys
+    from ..data.formats import detect_format as detect
 
-        keys = set(npz_keys(path))
-        if "nuclear_charges" in keys or "coords" in keys:
-            return "rmd17"
-        if "R" in keys or "z" in keys:
-            return "md17"
-        raise ValueError(f"{path}: .npz keys {sorted(keys)} match neither revised MD17 (nuclear_charges, coords, "
-                         f"energies, forces) nor MD17 (R, z, E, F); pass --format")
-    if name.endswith(_TAR_SUFFIXES) or (tarfile.is_tarfile(path) and not name.endswith(".xyz")):
-        return "qm9"
-    if re.search(r"dsgdb9nsd_\d+\.xyz$", name):
-        return "qm9"
-    if re.match(r"qm9_(part\d+|polarizability)\.csv$", name):
-        return "qm9pack"
-    if name.endswith(_H5_SUFFIXES):
-        raise ValueError(f"{path}: is already HDF5; `equipot info {path}` describes it")
-    return "ase"
+    return detect(inputs[0])
 
 
 def _parse_splits(items: list[str]) -> dict[str, str]:
@@ -102,15 +72,16 @@ def _parse_splits(items: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import convert_ase, convert_md17, convert_qm9, convert_qm9pack, convert_rmd17
+    from ..data.formats import H5_SUFFIXES
 
     inputs = list(args.inputs)
     output = args.output
     if output is None:
-        if inputs and inputs[-1].lower().endswith(_H5_SUFFIXES) and (len(inputs) > 1 or args.format == "qm9pack"):
+        if inputs and inputs[-1].lower().endswith(H5_SUFFIXES) and (len(inputs) > 1 or args.format == "qm9pack"):
             output = inputs.pop()
         else:
             raise ValueError("no output file given (-o OUT.h5)")
-    if not str(output).lower().endswith(_H5_SUFFIXES):
+    if not str(output).lower().endswith(H5_SUFFIXES):
         raise ValueError(f"{output}: output file name should end in .h5 or .hdf5")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")

@@ -533,3 +533,14 @@ def _write_md17_file(w: HDF5Writer, npz: NpzFile, info: dict, count: int, bar) -
             raise relabel_error(exc, npz.path, w.num_frames - start) from None
         start += k
         bar.update(k)
+
+
+def recognises_rmd17(path: Path) -> bool:
+    """True for a revised-MD17 ``.npz`` (keys nuclear_charges, coords, ...)."""
+    return path.is_file() and path.name.lower().endswith(".npz") and bool(
+        {"nuclear_charges", "coords"} & set(npz_keys(path)))
+
+
+def recognises_md17(path: Path) -> bool:
+    """True for an original-MD17 ``.npz`` (keys R, z, E, F)."""
+    return path.is_file() and path.name.lower().endswith(".npz") and bool({"R", "z"} & set(npz_keys(path)))

@@ -84,7 +84,7 @@ ATOMREF_COLUMNS: list[tuple[str, str, str, float]] = [
     ("Cv", "cal/(mol K)", "cal/(mol K)", 1.0),
 ]
 LEVEL_OF_THEORY = "B3LYP/6-31G(2df,p)"
-_XYZ_NAME = re.compile(r"dsgdb9nsd_(\d+)\.xyz$")
+XYZ_NAME = re.compile(r"dsgdb9nsd_(\d+)\.xyz$")
 
 
 def _float(token: str, where: str) -> float:
@@ -210,7 +210,7 @@ def _iter_xyz_sources(source: str | os.PathLike | Sequence[str | os.PathLike]) -
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if _XYZ_NAME.search(p.name))
+        files = sorted(p for p in path.iterdir() if XYZ_NAME.search(p.name))
         if not files:
             raise ValueError(f"{path}: no dsgdb9nsd_*.xyz files in this directory")
         for p in files:
@@ -226,7 +226,7 @@ def _iter_xyz_sources(source: str | os.PathLike | Sequence[str | os.PathLike]) -
         # Stream mode reads the compressed archive front to back without seeking.
         with tarfile.open(path, "r|*") as tar:
             for member in tar:
-                if not member.isfile() or not _XYZ_NAME.search(member.name):
+                if not member.isfile() or not XYZ_NAME.search(member.name):
                     continue
                 fh = tar.extractfile(member)
                 text = fh.read().decode("utf-8", errors="replace")
@@ -242,7 +242,7 @@ def _count_xyz(source) -> int | None:
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
         if p.is_dir():
-            return sum(1 for q in p.iterdir() if _XYZ_NAME.search(q.name))
+            return sum(1 for q in p.iterdir() if XYZ_NAME.search(q.name))
         return 1 if p.suffix == ".xyz" else None
     counts = [_count_xyz(s) for s in source]
     return None if None in counts else sum(counts)
@@ -568,3 +568,22 @@ def _write_qm9pack(output, parts: list[Path], alpha: _AlphaTable | None, skip: s
         w.set_units("alpha_tensor", "Bohr^3", source_unit="Bohr^3",
                     description="static polarizability tensor (xx, xy, xz / xy, yy, yz / xz, yz, zz)")
     return Path(output)
+
+
+_TAR_SUFFIXES = (".tar", ".tar.bz2", ".tbz2", ".tbz", ".tar.gz", ".tgz", ".tar.xz", ".txz")
+
+
+def recognises_qm9(path: Path) -> bool:
+    """True for the dsgdb9nsd tarball, one of its xyz files, or a folder of them."""
+    name = path.name.lower()
+    if path.is_dir():
+        return any(XYZ_NAME.search(p.name) for p in path.iterdir())
+    return (name.endswith(_TAR_SUFFIXES) or (tarfile.is_tarfile(path) and not name.endswith(".xyz"))
+            or bool(XYZ_NAME.search(name)))
+
+
+def recognises_qm9pack(path: Path) -> bool:
+    """True for qm9pack's data folder or one of its CSV files."""
+    if path.is_dir():
+        return (path / QM9PACK_PARTS[0]).exists()
+    return path.name.lower() in (*QM9PACK_PARTS, QM9PACK_POLARIZABILITY)
