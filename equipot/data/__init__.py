@@ -9,8 +9,9 @@
         ...
 """
 from .ase_io import convert_ase
+from .conversion import read_index_file
 from .loader import Collater, collate, make_loader
-from .md17 import convert_md17, convert_rmd17, read_index_file
+from .md17 import convert_md17, convert_rmd17
 from .qm9 import convert_qm9, convert_qm9pack, read_atomrefs, read_uncharacterized
 from .reader import H5Dataset, open_h5
 from .schema import SCHEMA_VERSION, Frame

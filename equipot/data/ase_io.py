@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .md17 import _add_splits, _collect_splits, _open_inputs, relabel_error
+from .conversion import add_splits, collect_splits, open_inputs, relabel_error
 from .units import energy_factor, length_factor
 from .writer import HDF5Writer
 
@@ -192,10 +192,10 @@ def convert_ase(
     other numbers are stored as they are. ``index`` is an ASE index string (``":"``, ``"::10"``).
     ``splits`` maps split names to index files or lists. ``limit`` caps the frame count.
     """
-    paths = _open_inputs(inputs)
+    paths = open_inputs(inputs)
     ef = energy_factor(energy_unit, f"{paths[0]}: option energy_unit")
     lf = length_factor(length_unit, f"{paths[0]}: option length_unit")
-    split_map = _collect_splits(splits, None)
+    split_map = collect_splits(splits, None)
     from tqdm.auto import tqdm
 
     dropped: dict[str, int] = {}
@@ -237,7 +237,7 @@ def convert_ase(
                 raise ValueError(f"{path}: ase.io read no frames from it (as format "
                                  f"'{format or _guess_format(path)}'); is it a structure file?")
         bar.close()
-        _add_splits(w, split_map, w.num_frames, None)
+        add_splits(w, split_map, w.num_frames, None)
         w.set_units("positions", "Angstrom", source_unit=length_unit)
         w.set_units("cell", "Angstrom", source_unit=length_unit)
         w.set_units("energy", "eV", source_unit=energy_unit)

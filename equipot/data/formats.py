@@ -27,7 +27,7 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         raise ValueError(f"{path}: folder holds neither QM9 dsgdb9nsd_*.xyz files nor qm9pack CSV files")
     if path.name.lower().endswith(".npz"):
-        from .md17 import npz_keys
+        from .npz import npz_keys
 
         raise ValueError(f"{path}: .npz keys {sorted(npz_keys(path))} match neither revised MD17 (nuclear_charges, "
                          f"coords, energies, forces) nor MD17 (R, z, E, F); pass --format")

@@ -25,176 +25,20 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
-import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .conversion import Inputs, add_splits, collect_splits, open_inputs, progress_bar, relabel_error
+from .npz import NpzFile, npz_keys
 from .units import KCAL_MOL, energy_factor, length_factor
 from .writer import HDF5Writer
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 RMD17_KEYS = ("nuclear_charges", "coords", "energies", "forces")
 RMD17_OLD_KEYS = ("old_indices", "old_energies", "old_forces")
 MD17_KEYS = ("R", "z", "E", "F")
 _CHUNK_FRAMES = 8192
-
-
-class NpzFile:
-    """Lazy reader of a NumPy ``.npz`` archive: headers first, rows on demand.
-
-    Never unpickles (``allow_pickle=False``). Errors name the file and the key.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no such file")
-        if not zipfile.is_zipfile(self.path):
-            with open(self.path, "rb") as fh:
-                zip_magic = fh.read(2) == b"PK"
-            if zip_magic:
-                raise ValueError(f"{self.path}: truncated or corrupt .npz file (zip directory unreadable)")
-            raise ValueError(f"{self.path}: not an .npz file (not a zip archive)")
-        try:
-            self._zip = zipfile.ZipFile(self.path)
-            names = self._zip.namelist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise ValueError(f"{self.path}: corrupt .npz file ({exc})") from None
-        self.keys = [n[:-4] for n in names if n.endswith(".npy")]
-        self._headers: dict[str, tuple[tuple, bool, np.dtype]] = {}
-
-    def close(self) -> None:
-        self._zip.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.keys
-
-    def _open(self, key: str):
-        if key not in self.keys:
-            raise ValueError(f"{self.path}: missing key '{key}' (keys in the file: {', '.join(self.keys)})")
-        fp = self._zip.open(key + ".npy")
-        try:
-            version = np.lib.format.read_magic(fp)
-            if version == (1, 0):
-                header = np.lib.format.read_array_header_1_0(fp)
-            elif version == (2, 0):
-                header = np.lib.format.read_array_header_2_0(fp)
-            else:
-                header = np.lib.format._read_array_header(fp, version)
-        except (ValueError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            fp.close()
-            raise ValueError(f"{self.path}: key '{key}' is not a valid array ({exc})") from None
-        return fp, header
-
-    def header(self, key: str) -> tuple[tuple, np.dtype]:
-        """``(shape, dtype)`` of an array without reading it."""
-        if key not in self._headers:
-            fp, header = self._open(key)
-            fp.close()
-            self._headers[key] = header
-        shape, _, dtype = self._headers[key]
-        return tuple(shape), dtype
-
-    def read(self, key: str) -> np.ndarray:
-        """The whole array (use for small arrays and metadata)."""
-        fp, (shape, fortran, dtype) = self._open(key)
-        try:
-            if dtype.hasobject:
-                raise ValueError(f"{self.path}: key '{key}' holds Python objects; refusing to unpickle it")
-            count = int(np.prod(shape))
-            data = fp.read(count * dtype.itemsize)
-            if len(data) != count * dtype.itemsize:
-                raise ValueError(f"{self.path}: key '{key}' is truncated")
-            fp.read(1)  # reaching the end makes zipfile verify the member's CRC
-            arr = np.frombuffer(data, dtype=dtype, count=count)
-            return arr.reshape(shape, order="F" if fortran else "C").copy()
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
-            raise ValueError(f"{self.path}: key '{key}' cannot be read, corrupt file ({exc})") from None
-        finally:
-            fp.close()
-
-    def read_str(self, key: str) -> str | None:
-        """A string metadata entry, or None if absent or not a plain string array."""
-        if key not in self.keys:
-            return None
-        try:
-            value = self.read(key)
-        except ValueError:
-            return None
-        if value.dtype.kind not in "US":
-            return None
-        value = value.reshape(-1)[0] if value.size else ""
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    def iter_rows(self, key: str, chunk: int, limit: int | None = None) -> Iterator[np.ndarray]:
-        """Yield consecutive blocks of at most ``chunk`` rows (first axis) of ``key``."""
-        fp, (shape, fortran, dtype) = self._open(key)
-        try:
-            if dtype.hasobject:
-                raise ValueError(f"{self.path}: key '{key}' holds Python objects; refusing to unpickle it")
-            n = shape[0] if shape else 1
-            if limit is not None:
-                n = min(n, limit)
-            if fortran and len(shape) > 1:
-                fp.close()
-                arr = self.read(key)
-                for a in range(0, n, chunk):
-                    yield arr[a:min(a + chunk, n)]
-                return
-            row_shape = tuple(shape[1:])
-            row_bytes = int(np.prod(row_shape)) * dtype.itemsize
-            for a in range(0, n, chunk):
-                rows = min(chunk, n - a)
-                data = fp.read(rows * row_bytes)
-                if len(data) != rows * row_bytes:
-                    frame = a + len(data) // max(row_bytes, 1)
-                    raise ValueError(f"{self.path}: key '{key}' is truncated (frame {frame})")
-                if a + rows >= n and limit is None:
-                    fp.read(1)  # reaching the end makes zipfile verify the member's CRC
-                yield np.frombuffer(data, dtype=dtype).reshape((rows,) + row_shape)
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
-            raise ValueError(f"{self.path}: key '{key}' cannot be read, corrupt file ({exc})") from None
-        finally:
-            fp.close()
-
-
-def npz_keys(path: str | os.PathLike) -> list[str]:
-    """Array names in an ``.npz`` file (reads only the zip directory)."""
-    with NpzFile(path) as npz:
-        return list(npz.keys)
-
-
-def read_index_file(path: str | os.PathLike) -> np.ndarray:
-    """Frame indices from an rMD17 split file: plain text, one integer per line (blank lines ignored)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such split file")
-    out = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            text = line.strip().rstrip(",")
-            if not text:
-                continue
-            try:
-                value = float(text)
-            except ValueError:
-                raise ValueError(f"{path}: line {lineno}: expected one integer index, got {text[:40]!r}") from None
-            if value != int(value) or value < 0:
-                raise ValueError(f"{path}: line {lineno}: index {text!r} is not a non-negative integer")
-            out.append(int(value))
-    return np.asarray(out, dtype=np.int64)
 
 
 _SPLIT_FILE = re.compile(r"^index_(train|test|valid|validation|val)_(\d+)\.(csv|txt)$")
@@ -244,63 +88,11 @@ def _molecule_name(paths: Sequence[Path]) -> str:
     return ",".join(sorted(names))
 
 
-def relabel_error(exc: ValueError, path: Path | str, base: int) -> ValueError:
-    """The writer's ``frame <k>: ...`` error as ``<path>: frame <k - base>: ...`` (frames of this input)."""
-    m = re.match(r"^frame (\d+): (.*)$", str(exc), re.DOTALL)
-    if m:
-        return ValueError(f"{path}: frame {int(m.group(1)) - base}: {m.group(2)}")
-    return ValueError(f"{path}: {exc}")
-
-
 def _check_finite(arr: np.ndarray, path: Path, key: str, start: int) -> None:
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         flat = np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
         k = int(np.argmin(flat))
         raise ValueError(f"{path}: field '{key}' frame {start + k} contains NaN or inf")
-
-
-def _collect_splits(
-    splits: Mapping[str, str | os.PathLike | Sequence[int] | np.ndarray] | None,
-    splits_dir: str | os.PathLike | None,
-) -> dict[str, tuple[np.ndarray, str]]:
-    out: dict[str, tuple[np.ndarray, str]] = {}
-    if splits_dir is not None:
-        for name, p in find_split_files(splits_dir).items():
-            out[name] = (read_index_file(p), str(p))
-    for name, value in (splits or {}).items():
-        if isinstance(value, (str, os.PathLike)):
-            out[name] = (read_index_file(value), str(value))
-        else:
-            out[name] = (np.asarray(value, dtype=np.int64).reshape(-1), f"split '{name}'")
-    return out
-
-
-def _add_splits(writer: HDF5Writer, splits: dict[str, tuple[np.ndarray, str]], total: int,
-                limit: int | None) -> None:
-    for name, (idx, origin) in splits.items():
-        if limit is not None:
-            # A --limit slice keeps only the split entries that fall inside it.
-            idx = idx[idx < total]
-        elif idx.size and idx.max() >= total:
-            raise ValueError(f"{origin}: split '{name}' index {int(idx.max())} out of range "
-                             f"for {total} frames")
-        writer.add_split(name, idx)
-
-
-def _open_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    paths = [Path(inputs)] if isinstance(inputs, (str, os.PathLike)) else [Path(p) for p in inputs]
-    if not paths:
-        raise ValueError("no input files given")
-    for p in paths:
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: no such file")
-    return paths
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, dynamic_ncols=True)
 
 
 def _check_trajectory(npz, path, z_key: str, r_key: str, e_key: str, f_key: str,
@@ -348,7 +140,7 @@ def _check_rmd17(npz: NpzFile, keep_old: bool) -> tuple[np.ndarray, int, list[st
 
 
 def convert_rmd17(
-    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    inputs: Inputs,
     output: str | os.PathLike,
     splits: Mapping[str, str | os.PathLike | Sequence[int]] | None = None,
     splits_dir: str | os.PathLike | None = None,
@@ -371,8 +163,8 @@ def convert_rmd17(
     ``old_energies`` (per frame, eV), ``old_forces`` (per atom, eV/Å) and ``old_indices``.
     Returns the output path.
     """
-    paths = _open_inputs(inputs)
-    extra_splits = _collect_splits(splits, splits_dir)
+    paths = open_inputs(inputs)
+    extra_splits = collect_splits(splits, find_split_files(splits_dir) if splits_dir is not None else None)
     names = _split_names(paths)
     files = [NpzFile(p) for p in paths]
     try:
@@ -387,7 +179,7 @@ def convert_rmd17(
                         overwrite=overwrite,
                         attrs={"source_format": "rmd17", "molecule": _molecule_name(paths),
                                "source_energy_unit": "kcal/mol", "source_length_unit": "Angstrom"}) as w:
-            bar = _progress(total, f"rmd17 -> {Path(output).name}", progress)
+            bar = progress_bar(total, f"rmd17 -> {Path(output).name}", progress)
             start = 0
             for npz, (z, _, old), count, name in zip(files, checked, counts, names):
                 _write_rmd17_file(w, npz, z, count, old, bar)
@@ -395,7 +187,7 @@ def convert_rmd17(
                     w.add_split(name, np.arange(start, start + count))
                 start += count
             bar.close()
-            _add_splits(w, extra_splits, total, limit)
+            add_splits(w, extra_splits, total, limit)
             w.set_units("positions", "Angstrom", source_unit="Angstrom")
             w.set_units("energy", "eV", source_unit="kcal/mol")
             w.set_units("forces", "eV/Angstrom", source_unit="kcal/mol/Angstrom")
@@ -439,7 +231,7 @@ def _write_rmd17_file(w: HDF5Writer, npz: NpzFile, z: np.ndarray, count: int, ol
 
 
 def convert_md17(
-    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    inputs: Inputs,
     output: str | os.PathLike,
     splits: Mapping[str, str | os.PathLike | Sequence[int]] | None = None,
     splits_dir: str | os.PathLike | None = None,
@@ -455,8 +247,8 @@ def convert_md17(
     cell. ``level_of_theory`` defaults to the file's ``theory`` key. Splits and ``limit`` work
     as in :func:`convert_rmd17`.
     """
-    paths = _open_inputs(inputs)
-    extra_splits = _collect_splits(splits, splits_dir)
+    paths = open_inputs(inputs)
+    extra_splits = collect_splits(splits, find_split_files(splits_dir) if splits_dir is not None else None)
     names = _split_names(paths)
     files = [NpzFile(p) for p in paths]
     try:
@@ -472,7 +264,7 @@ def convert_md17(
                         overwrite=overwrite,
                         attrs={"source_format": "md17", "molecule": ",".join(sorted({i["name"] for i in infos})),
                                "source_energy_unit": e_unit, "source_length_unit": r_unit}) as w:
-            bar = _progress(total, f"md17 -> {Path(output).name}", progress)
+            bar = progress_bar(total, f"md17 -> {Path(output).name}", progress)
             start = 0
             for npz, info, count, name in zip(files, infos, counts, names):
                 _write_md17_file(w, npz, info, count, bar)
@@ -480,7 +272,7 @@ def convert_md17(
                     w.add_split(name, np.arange(start, start + count))
                 start += count
             bar.close()
-            _add_splits(w, extra_splits, total, limit)
+            add_splits(w, extra_splits, total, limit)
             w.set_units("positions", "Angstrom", source_unit=r_unit)
             w.set_units("energy", "eV", source_unit=e_unit)
             w.set_units("forces", "eV/Angstrom", source_unit=f"{e_unit}/{r_unit}")

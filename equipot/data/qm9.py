@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 from ase.data import atomic_numbers
 
+from .conversion import as_paths, progress_bar
 from .units import HARTREE
 from .writer import HDF5Writer
 
@@ -267,12 +268,6 @@ def _add_atomrefs(w: HDF5Writer, atomrefs: str | os.PathLike | None) -> None:
                       description=f"isolated-atom {name} ({LEVEL_OF_THEORY}) from {Path(atomrefs).name}")
 
 
-def _progress(total: int | None, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="mol", disable=not enabled, dynamic_ncols=True)
-
-
 class _Batch:
     """Molecules collected for one :meth:`HDF5Writer.add_batch` call (per-frame calls are slow)."""
 
@@ -343,12 +338,12 @@ def convert_qm9(
     total = _count_xyz(source)
     if limit is not None:
         total = min(total, limit) if total is not None else limit
-    src_name = ", ".join(Path(s).name for s in ([source] if isinstance(source, (str, os.PathLike)) else source))
+    src_name = ", ".join(p.name for p in as_paths(source))
     with HDF5Writer(output, source=src_name, level_of_theory=LEVEL_OF_THEORY, overwrite=overwrite,
                     attrs={"source_format": "qm9", "excluded": len(skip),
                            "source_energy_unit": "Hartree", "source_length_unit": "Angstrom"}) as w:
         _add_atomrefs(w, atomrefs)
-        bar = _progress(total, f"qm9 -> {Path(output).name}", progress)
+        bar = progress_bar(total, f"qm9 -> {Path(output).name}", progress, unit="mol")
         batch = _Batch(w)
         for name, text in _iter_xyz_sources(source):
             if limit is not None and batch.count >= limit:
@@ -401,7 +396,7 @@ def qm9pack_data_dir() -> Path:
 def _qm9pack_files(source: str | os.PathLike | Sequence[str | os.PathLike] | None) -> tuple[list[Path], Path | None]:
     if source is None:
         source = qm9pack_data_dir()
-    paths = [Path(source)] if isinstance(source, (str, os.PathLike)) else [Path(s) for s in source]
+    paths = as_paths(source)
     parts: list[Path] = []
     alpha: Path | None = None
     for p in paths:
@@ -536,7 +531,7 @@ def _write_qm9pack(output, parts: list[Path], alpha: _AlphaTable | None, skip: s
                     attrs={"source_format": "qm9pack", "excluded": len(skip),
                            "source_energy_unit": "Hartree", "source_length_unit": "Angstrom"}) as w:
         _add_atomrefs(w, atomrefs)
-        bar = _progress(total, f"qm9pack -> {Path(output).name}", progress)
+        bar = progress_bar(total, f"qm9pack -> {Path(output).name}", progress, unit="mol")
         batch = _Batch(w)
         done = False
         for part in parts:
