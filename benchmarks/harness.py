@@ -25,7 +25,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -34,7 +34,7 @@ import torch
 
 from benchmarks.common import CUTOFF, DEFAULT_DATA, DEFAULT_OUT, rmd17_h5, sample
 from benchmarks.peers import default_dtype, mace_model
-from equipot import get_backbone, load_model
+from equipot import load_model
 from equipot.data import H5Dataset
 from equipot.potentials.base import element_counts
 from equipot.training import Config, evaluate, load_config, train
@@ -132,14 +132,13 @@ def run_equipot(config: Config, test: H5Dataset, device: str) -> dict:
     result = evaluate(model, test, batch_size=20, device=device, dtype=dtype)
     with open(Path(config.train.run_dir) / "metrics.csv") as f:
         curve = [(int(row["step"]), float(row["forces_mae"]) * 1e3) for row in csv.DictReader(f)]
-    options = asdict(get_backbone(model.config.backbone)[1](**model.config.backbone_options))
     return {
         "valid_curve": curve,
         "forces_mae_meV_A": result.metrics["forces_mae"] * 1e3,
         "energy_mae_meV": result.metrics["energy_mae"] * 1e3,
         "steps": summary["steps"], "epochs": summary["epochs"], "train_time_s": summary["time_s"],
         "wall_s": round(wall, 1), "parameters": sum(p.numel() for p in model.parameters()),
-        "config": {"backbone": model.config.backbone, **options},
+        "config": model.config.to_flat(),
     }
 
 

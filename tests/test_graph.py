@@ -47,7 +47,7 @@ def _edge_set(graph):
 def test_every_neighbour_source_gives_the_same_graph():
     """matscipy, the torch list and given Verlet edges (cutoff + skin, pruned to the cutoff)
     all build the same edges: the one structures -> graph road serves loader and calculator."""
-    from equipot.neighbors import VerletList
+    from equipot.verlet import VerletList
 
     crystal = bulk("Si", "diamond", a=5.43) * (2, 1, 1)
     crystal.rattle(0.05, seed=0)

@@ -11,9 +11,9 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ..graph import AtomicGraph
-from ..neighbors import VerletList
 from ..potentials.base import Potential
 from ..potentials.model_file import load_model
+from ..verlet import VerletList
 
 
 class ExtrapolationWarning(UserWarning):

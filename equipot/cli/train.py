@@ -52,8 +52,8 @@ def split_items(items: list[str]) -> tuple[str | None, list[str]]:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from ..training.config import config_to_dict, load_config
-    from ..training.trainer import resume_config, train
+    from ..training.config import config_to_dict, load_config, resume_config
+    from ..training.trainer import train
 
     config_path, overrides = split_items(args.items)
     if args.resume is not None:

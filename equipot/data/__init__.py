@@ -8,11 +8,13 @@
     for graph, targets in make_loader(train, cutoff=5.0, batch_size=8, shuffle=True):
         ...
 """
+from typing import TYPE_CHECKING, Any
+
 from .ase_io import convert_ase
 from .conversion import read_index_file
-from .loader import Collater, collate, make_loader
 from .md17 import convert_md17, convert_rmd17
-from .qm9 import convert_qm9, convert_qm9pack, read_atomrefs, read_uncharacterized
+from .qm9 import convert_qm9, read_atomrefs, read_uncharacterized
+from .qm9pack import convert_qm9pack
 from .reader import H5Dataset, open_h5
 from .schema import SCHEMA_VERSION, Frame
 from .split import random_split
@@ -37,3 +39,15 @@ __all__ = [
     "read_index_file",
     "read_uncharacterized",
 ]
+
+if TYPE_CHECKING:
+    from .loader import Collater, collate, make_loader
+
+
+def __getattr__(name: str) -> Any:
+    # The loader needs torch; reading and converting files does not, so it is imported on first use.
+    if name in ("Collater", "collate", "make_loader"):
+        from . import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'equipot.data' has no attribute {name!r}")

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Callable
 
 from .md17 import recognises_md17, recognises_rmd17
-from .qm9 import recognises_qm9, recognises_qm9pack
+from .qm9 import recognises_qm9
+from .qm9pack import recognises_qm9pack
 
 FORMATS = ("rmd17", "md17", "qm9", "qm9pack", "ase")
 H5_SUFFIXES = (".h5", ".hdf5")

@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..graph import AtomicGraph
+from ..neighbors import check_cutoff
 from .schema import Frame
 
 
@@ -63,7 +64,7 @@ class Collater:
     """Picklable ``collate_fn`` (a lambda would not reach spawned workers)."""
 
     def __init__(self, cutoff: float, dtype: torch.dtype = torch.float64):
-        self.cutoff = float(cutoff)
+        self.cutoff = check_cutoff(cutoff)
         self.dtype = dtype
 
     def __call__(self, frames: Sequence[Frame]) -> tuple[AtomicGraph, dict[str, Tensor]]:
@@ -97,8 +98,6 @@ def make_loader(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if cutoff <= 0:
-        raise ValueError(f"cutoff must be > 0 Å, got {cutoff}")
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     return DataLoader(

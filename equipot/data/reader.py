@@ -9,7 +9,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch.utils.data
 
 from .schema import ATOM_FIELDS, CACHE_BYTES, FORMAT_NAME, FRAME_FIELDS, SCHEMA_VERSION, Frame
 
@@ -135,8 +134,9 @@ def _attr(value: Any) -> Any:
     return value
 
 
-class H5Dataset(torch.utils.data.Dataset):
-    """Lazy ``torch`` Dataset over an equipot HDF5 file; ``dataset[i]`` is a :class:`Frame`.
+class H5Dataset:
+    """Lazy map-style dataset over an equipot HDF5 file (what torch's DataLoader takes; torch itself
+    is not needed to read it); ``dataset[i]`` is a :class:`Frame`.
 
     The file is checked when the dataset is made (format, shapes, splits) and then closed;
     each process (DataLoader worker) opens its own handle on first access, so

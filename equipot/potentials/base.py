@@ -11,11 +11,10 @@ subtracting ``e_iso`` removes every per-element constant the backbone could lear
 a constant energy offset could only be learned through weights that also shape the forces, which
 the force-dominated loss moves slowly and at random. The correction gets gradient from the energy loss alone;
 the trainer also re-fits it in closed form before every validation
-(``Trainer._refit_energy_correction``).
+(:mod:`equipot.training.energy_fit`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,49 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from ..graph import AtomicGraph
-from ..neighbors import check_cutoff
 from ..ops import scatter_sum
+from .config import PotentialConfig, UnknownOption
 from .registry import get_backbone
-
-
-@dataclass
-class PotentialConfig:
-    """Everything needed to rebuild a :class:`Potential` (saved with its weights).
-
-    Attributes:
-        backbone: registered backbone name (``ponita``, ``lieconv``, ...).
-        elements: atomic numbers the model knows, in species-index order.
-        cutoff: interaction cutoff, Å.
-        backbone_options: fields of the backbone's config dataclass.
-        atomic_energies: reference energy per element, eV (zeros if None).
-        scale: multiplies the backbone's per-atom output, eV.
-        shift: added to every atom's energy, eV.
-        avg_num_neighbors: normalises neighbour sums in the backbones.
-        min_pair_distance: shortest pair distance seen in training, Å; closer pairs
-            trigger the calculator's extrapolation warning. None = unknown.
-    """
-
-    backbone: str = "ponita"
-    elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8])
-    cutoff: float = 5.0
-    backbone_options: dict[str, Any] = field(default_factory=dict)
-    atomic_energies: list[float] | None = None
-    scale: float = 1.0
-    shift: float = 0.0
-    avg_num_neighbors: float = 16.0
-    min_pair_distance: float | None = None
-
-    def __post_init__(self) -> None:
-        self.elements = [int(z) for z in self.elements]
-        if not self.elements or len(set(self.elements)) != len(self.elements):
-            raise ValueError(f"elements must be a non-empty list of distinct atomic numbers, got {self.elements}")
-        if any(not 1 <= z <= 118 for z in self.elements):
-            raise ValueError(f"atomic numbers must be in 1..118, got {self.elements}")
-        self.cutoff = check_cutoff(self.cutoff)
-        if self.atomic_energies is not None and len(self.atomic_energies) != len(self.elements):
-            raise ValueError(
-                f"atomic_energies has {len(self.atomic_energies)} entries for {len(self.elements)} elements"
-            )
 
 
 class Potential(nn.Module):
@@ -78,6 +37,10 @@ class Potential(nn.Module):
 
     def __init__(self, config: PotentialConfig):
         super().__init__()
+        missing = config.unresolved()
+        if missing:
+            raise ValueError(f"the model config leaves {', '.join(missing)} to the training data; give values "
+                             f"(or build it from data with equipot.training.model_from_data)")
         self.config = config
         cls, config_cls = get_backbone(config.backbone)
         try:
@@ -145,7 +108,7 @@ class Potential(nn.Module):
         float32 would round away meV (the correction is small, so its own dtype does not matter).
         Differentiable with respect to ``energy_correction``.
         """
-        e0 = self.config.atomic_energies or [0.0] * len(self.config.elements)
+        e0 = self.config.reference_list()
         correction = self.energy_correction.to(device=device, dtype=torch.float64)
         return torch.tensor(e0, dtype=torch.float64, device=device) + self.config.shift + correction
 
@@ -231,14 +194,14 @@ def build_potential(
 ) -> Potential:
     """Build a :class:`Potential` with the named backbone.
 
-    Keyword options that are fields of :class:`PotentialConfig` (``atomic_energies``, ``scale``,
-    ``shift``, ``avg_num_neighbors``, ``min_pair_distance``) go there; the rest configure the
-    backbone's dataclass (e.g. ``hidden=64, layers=3, grid_size=12`` for ``ponita``).
+    ``options`` are fields of :class:`PotentialConfig` (``atomic_energies`` in eV per element,
+    ``scale`` eV, ``shift`` eV, ``avg_num_neighbors``, ``min_pair_distance`` Å; by default zero
+    reference energies, scale 1 eV and 16 neighbours) or options of the backbone (e.g. ``hidden=64,
+    layers=3, grid_size=12`` for ``ponita``), in the flat form of a config file's ``model`` section.
     """
-    pot_fields = {f.name for f in fields(PotentialConfig)}
-    pot_kwargs = {k: v for k, v in options.items() if k in pot_fields}
-    backbone_options = {k: v for k, v in options.items() if k not in pot_fields}
-    config = PotentialConfig(
-        backbone=backbone, elements=list(elements), cutoff=cutoff, backbone_options=backbone_options, **pot_kwargs
-    )
-    return Potential(config)
+    values = {"backbone": backbone, "elements": list(elements), "cutoff": cutoff, "atomic_energies": None,
+              "scale": 1.0, "avg_num_neighbors": 16.0, **options}
+    try:
+        return Potential(PotentialConfig.from_flat(values))
+    except UnknownOption as exc:
+        raise ValueError(f"bad options for backbone {backbone!r}: {exc}") from None

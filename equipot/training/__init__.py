@@ -9,18 +9,19 @@
 from .config import (
     Config,
     DataSection,
-    ModelSection,
     TrainSection,
     apply_overrides,
     config_from_dict,
     config_to_dict,
     load_config,
+    resume_config,
     save_config,
 )
 from .evaluate import Evaluation, evaluate
 from .losses import LossWeights
 from .metrics import ErrorStats, read_metrics
-from .trainer import Trainer, resume_config, train
+from .model_from_data import model_from_data
+from .trainer import Trainer, train
 
 __all__ = [
     "Config",
@@ -28,7 +29,6 @@ __all__ = [
     "ErrorStats",
     "Evaluation",
     "LossWeights",
-    "ModelSection",
     "TrainSection",
     "Trainer",
     "apply_overrides",
@@ -36,6 +36,7 @@ __all__ = [
     "config_to_dict",
     "evaluate",
     "load_config",
+    "model_from_data",
     "read_metrics",
     "resume_config",
     "save_config",

@@ -2,7 +2,7 @@
 
 A config has three sections::
 
-    model:                      # ModelSection fields + the backbone's own options
+    model:                      # PotentialConfig fields + the backbone's own options, flat
       backbone: ponita
       cutoff: 5.0
       hidden: 64                # -> PonitaConfig.hidden (validated against the backbone)
@@ -24,50 +24,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 import yaml
 
-from ..neighbors import check_cutoff
+from ..coerce import attribute_docs, coerce_fields
+from ..potentials.config import PotentialConfig
 from ..safe_write import atomic_write
 
 SECTIONS = ("model", "data", "train")
-
-
-@dataclass
-class ModelSection:
-    """The model to build.
-
-    Attributes:
-        backbone: registered backbone name (``ponita``, ``lieconv``, ...).
-        cutoff: interaction cutoff, Å.
-        elements: atomic numbers the model knows; null = the elements of the training data.
-        atomic_energies: per-element reference energies: ``fit`` (least squares on the training
-            split), ``zero``, or a mapping {atomic number: eV}.
-        learn_atomic_energies: train a per-element correction to those energies (the model's
-            ``energy_correction``; it changes energies only, never forces). null (default): true
-            for ``fit`` and ``zero``, false for a mapping, so that given isolated-atom energies
-            (e.g. DFT E0s) stay exactly what the model gives for isolated atoms.
-        scale: eV multiplying the backbone output: a number, ``rms_forces`` (RMS of the training
-            force components) or ``std`` (RMS per-atom residual energy after the reference fit).
-        shift: eV added to every atom's energy.
-        avg_num_neighbors: a number, or ``auto`` (mean over the training split).
-        options: the backbone's own options (in YAML written directly in the ``model`` section).
-    """
-
-    backbone: str = "ponita"
-    cutoff: float = 5.0
-    elements: list[int] | None = None
-    atomic_energies: Any = "fit"
-    learn_atomic_energies: bool | None = None
-    scale: Any = "rms_forces"
-    shift: float = 0.0
-    avg_num_neighbors: Any = "auto"
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -188,13 +155,13 @@ class TrainSection:
 class Config:
     """The whole training configuration (see the module docstring)."""
 
-    model: ModelSection = field(default_factory=ModelSection)
+    model: PotentialConfig = field(default_factory=PotentialConfig)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
 
     def validate(self) -> None:
         """Check values that a type alone cannot (ValueError naming the key)."""
-        t, d, m = self.train, self.data, self.model
+        t, d = self.train, self.data
         choices = {
             "train.dtype": (t.dtype, ("float32", "float64")),
             "train.scheduler": (t.scheduler, ("plateau", "cosine", "constant")),
@@ -203,10 +170,6 @@ class Config:
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
-        try:
-            check_cutoff(m.cutoff)
-        except ValueError as exc:
-            raise ValueError(f"model.{exc}") from None
         positive = {"train.lr": t.lr, "data.batch_size": d.batch_size,
                     "data.valid_batch_size": d.valid_batch_size, "train.valid_every": t.valid_every}
         for key, value in positive.items():
@@ -223,135 +186,8 @@ class Config:
             raise ValueError(f"train.ema_decay must be in [0, 1) or null, got {t.ema_decay}")
         if not 0.0 < t.plateau_factor < 1.0:
             raise ValueError(f"train.plateau_factor must be in (0, 1), got {t.plateau_factor}")
-        if isinstance(m.scale, str) and m.scale not in ("rms_forces", "std"):
-            raise ValueError(f"model.scale: {m.scale!r} is not a number, 'rms_forces' or 'std'")
-        if isinstance(m.avg_num_neighbors, str) and m.avg_num_neighbors != "auto":
-            raise ValueError(f"model.avg_num_neighbors: {m.avg_num_neighbors!r} is not a number or 'auto'")
-        if isinstance(m.atomic_energies, str) and m.atomic_energies not in ("fit", "zero"):
-            raise ValueError(f"model.atomic_energies: {m.atomic_energies!r} is not 'fit', 'zero' or a mapping")
-        if isinstance(m.atomic_energies, dict):
-            try:
-                m.atomic_energies = {int(z): float(e) for z, e in m.atomic_energies.items()}
-            except (TypeError, ValueError):
-                raise ValueError("model.atomic_energies: a mapping must be {atomic number: energy in eV}") from None
-        elif not isinstance(m.atomic_energies, str):
-            raise ValueError(f"model.atomic_energies: expected 'fit', 'zero' or a mapping, got {m.atomic_energies!r}")
-        for key in ("scale", "avg_num_neighbors"):
-            value = getattr(m, key)
-            if not isinstance(value, str) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ValueError(f"model.{key}: expected a number or a keyword, got {value!r}")
         if d.train_file is None:
             raise ValueError("data.train_file is not set (give it in the config or as data.train_file=PATH)")
-
-
-# --------------------------------------------------------------------------- type coercion
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; int -> float is allowed. ValueError names ``key``."""
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ValueError as exc:
-                errors.append(exc)
-        raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin in (list, tuple, Sequence):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)[:1] or (Any,)
-        return [_coerce(v, item, f"{key}[{k}]") for k, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ValueError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ValueError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ValueError(f"{key}: expected a string, got {value!r}")
-    if isinstance(tp, type) and not isinstance(value, tp):
-        raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    return value
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _backbone_config_class(name: str) -> type:
-    from ..potentials.registry import get_backbone
-
-    return get_backbone(name)[1]
-
-
-def _fill_section(obj: Any, values: dict[str, Any], section: str) -> None:
-    hints = _hints(type(obj))
-    names = [f.name for f in fields(obj)]
-    for key, value in values.items():
-        if key not in names or (section == "model" and key == "options"):
-            continue
-        setattr(obj, key, _coerce(value, hints[key], f"{section}.{key}"))
-    unknown = [k for k in values if k not in names]
-    if section != "model" and unknown:
-        raise ValueError(f"unknown config key '{section}.{unknown[0]}' (valid keys in '{section}': {', '.join(names)})")
-
-
-def _fill_model(model: ModelSection, values: dict[str, Any]) -> None:
-    values = dict(values)
-    options = dict(values.pop("options", None) or {})
-    _fill_section(model, values, "model")
-    own = {f.name for f in fields(ModelSection)}
-    options.update({k: v for k, v in values.items() if k not in own})
-    model.options = validate_backbone_options(model.backbone, options)
-
-
-def validate_backbone_options(backbone: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Check ``options`` against the backbone's config dataclass; return them type-coerced.
-
-    ValueError names an unknown key as ``model.<key>`` and lists the valid ones.
-    """
-    cls = _backbone_config_class(backbone)
-    hints = _hints(cls)
-    valid = [f.name for f in fields(cls)]
-    out = {}
-    for key, value in options.items():
-        if key not in valid:
-            own = [f.name for f in fields(ModelSection) if f.name != "options"]
-            raise ValueError(
-                f"unknown config key 'model.{key}' (model keys: {', '.join(own)}; "
-                f"backbone '{backbone}' options: {', '.join(valid)})"
-            )
-        out[key] = _coerce(value, hints[key], f"model.{key}")
-    return out
 
 
 def config_from_dict(values: dict[str, Any] | None) -> Config:
@@ -368,9 +204,10 @@ def config_from_dict(values: dict[str, Any] | None) -> Config:
         if not isinstance(section, dict):
             raise ValueError(f"config section '{name}' must be a mapping, got {section!r}")
         if name == "model":
-            _fill_model(config.model, section)
+            config.model = PotentialConfig.from_flat(section)
         else:
-            _fill_section(getattr(config, name), section, name)
+            for key, value in coerce_fields(type(getattr(config, name)), section, name).items():
+                setattr(getattr(config, name), key, value)
     return config
 
 
@@ -466,59 +303,50 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-    """The resolved config as nested plain dicts: every default filled in, backbone options flattened
-    into ``model`` (so the result can be read back by :func:`config_from_dict`)."""
+    """The resolved config as nested plain dicts: every default filled in, backbone options flat in
+    ``model`` (so the result can be read back by :func:`config_from_dict`)."""
     out = dataclasses.asdict(config)
-    model = out["model"]
-    options = model.pop("options")
-    try:
-        cls = _backbone_config_class(config.model.backbone)
-        resolved = dataclasses.asdict(cls(**options))
-    except (ValueError, TypeError):
-        resolved = options
-    model.update(resolved)
+    out["model"] = config.model.to_flat()
     return out
-
-
-def _attribute_docs(cls: type) -> dict[str, str]:
-    """``name: text`` entries of the Attributes section of a dataclass docstring."""
-    docs: dict[str, str] = {}
-    current = None
-    for line in (cls.__doc__ or "").splitlines():
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip())
-        if indent == 8 and ":" in stripped and stripped.split(":", 1)[0].isidentifier():
-            current, text = stripped.split(":", 1)
-            docs[current] = text.strip()
-        elif current and indent > 8 and stripped:
-            docs[current] += " " + stripped
-        elif not stripped:
-            current = None
-    return docs
 
 
 def describe_config(backbone: str | None = "ponita") -> str:
     """Every config key with its default and description (for ``equipot train --help``)."""
+    from ..potentials.registry import get_backbone
+
     lines = []
-    for name, cls in (("model", ModelSection), ("data", DataSection), ("train", TrainSection)):
-        docs = _attribute_docs(cls)
+    for name, cls in (("model", PotentialConfig), ("data", DataSection), ("train", TrainSection)):
+        docs = attribute_docs(cls)
         lines.append(f"{name}:")
         for f in fields(cls):
-            if f.name == "options":
+            if f.name == "backbone_options":
                 continue
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
             lines.append(f"  {name}.{f.name} = {default!r}: {docs.get(f.name, '')}")
         if name == "model" and backbone is not None:
             try:
-                bcls = _backbone_config_class(backbone)
+                bcls = get_backbone(backbone)[1]
             except ValueError:
                 continue
-            bdocs = _attribute_docs(bcls)
+            bdocs = attribute_docs(bcls)
             lines.append(f"  backbone options of '{backbone}' (model.<option>):")
             for f in fields(bcls):
                 default = f.default_factory() if f.default is dataclasses.MISSING else f.default
                 lines.append(f"  model.{f.name} = {default!r}: {bdocs.get(f.name, '')}")
     return "\n".join(lines)
+
+
+def resume_config(run_dir: str | os.PathLike, overrides=()) -> Config:
+    """The config of an existing run (its config.yaml) with overrides applied."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run directory (no config.yaml)")
+    values = apply_overrides(read_yaml(path), overrides)
+    config = config_from_dict(values)
+    config.train.run_dir = str(run_dir)
+    config.validate()
+    return config
 
 
 def save_config(config: Config, path: str | os.PathLike) -> None:

@@ -1,9 +1,9 @@
-"""A new model set up from its training data: elements, neighbour statistics, reference
-energies and scale (what ``model.elements``, ``avg_num_neighbors``, ``atomic_energies`` and
-``scale`` resolve to when the config leaves them to the data)."""
+"""A new model set up from its training data: the fields of a :class:`PotentialConfig` that a
+training config leaves to the data (``elements``, ``avg_num_neighbors``, ``min_pair_distance``,
+``atomic_energies``, ``scale``) resolved on the training split."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -12,7 +12,7 @@ import torch
 from ..data import H5Dataset
 from ..graph import AtomicGraph
 from ..potentials.base import Potential, PotentialConfig
-from .config import DataSection, ModelSection
+from .config import DataSection
 from .data import Splits, check_dataset_elements, target_values
 
 # Frames per neighbour-list batch for the statistics (bounded memory on large periodic frames).
@@ -62,7 +62,7 @@ def training_statistics(dataset: H5Dataset, cutoff: float, max_frames: int | Non
     )
 
 
-def model_from_data(model: ModelSection, splits: Splits, data: DataSection,
+def model_from_data(model: PotentialConfig, splits: Splits, data: DataSection,
                     property_name: str | None = None) -> Potential:
     """A new :class:`Potential` as ``model`` says, with what it leaves to the data resolved on
     the training split (ValueError naming the frame or key when the data cannot serve)."""
@@ -73,19 +73,22 @@ def model_from_data(model: ModelSection, splits: Splits, data: DataSection,
     for ds, what in ((train, "training"), (splits.valid, "validation"), (splits.test, "test")):
         if ds is not None:
             check_dataset_elements(ds, elements, what)
-    avg = stats.avg_num_neighbors if model.avg_num_neighbors == "auto" else float(model.avg_num_neighbors)
-    potential = Potential(PotentialConfig(
-        backbone=model.backbone, elements=elements, cutoff=model.cutoff, backbone_options=dict(model.options),
-        shift=model.shift, avg_num_neighbors=max(avg, 1e-3), min_pair_distance=stats.min_pair_distance,
-    ))
-    values = target_values(train, property_name)
-    numbers = train.numbers_per_frame()
-    if isinstance(model.atomic_energies, dict):
-        missing = [z for z in elements if z not in model.atomic_energies]
+    avg = stats.avg_num_neighbors if model.avg_num_neighbors == "auto" else model.avg_num_neighbors
+    given = model.atomic_energies
+    if isinstance(given, dict):
+        missing = [z for z in elements if z not in given]
         if missing:
             raise ValueError(f"model.atomic_energies has no entry for element Z={missing[0]}")
-        potential.set_reference(atomic_energies=[model.atomic_energies[z] for z in elements])
-    elif model.atomic_energies == "fit" and values is not None:
+        given = [given[z] for z in elements]
+    potential = Potential(replace(
+        model, elements=elements, avg_num_neighbors=max(avg, 1e-3), atomic_energies=None, scale=1.0,
+        min_pair_distance=stats.min_pair_distance if model.min_pair_distance is None else model.min_pair_distance,
+        learn_atomic_energies=model.learns_atomic_energies(), backbone_options=dict(model.backbone_options)))
+    values = target_values(train, property_name)
+    numbers = train.numbers_per_frame()
+    if isinstance(given, list):
+        potential.set_reference(atomic_energies=given)
+    elif given == "fit" and values is not None:
         potential.fit_atomic_energies(numbers, values)
     else:
         potential.set_reference(atomic_energies=[0.0] * len(elements))
@@ -93,7 +96,7 @@ def model_from_data(model: ModelSection, splits: Splits, data: DataSection,
     return potential
 
 
-def _scale(model: ModelSection, potential: Potential, stats: Statistics, numbers: Sequence[np.ndarray],
+def _scale(model: PotentialConfig, potential: Potential, stats: Statistics, numbers: Sequence[np.ndarray],
            values: np.ndarray | None, property_name: str | None) -> float:
     """``model.scale`` in eV: the number given, the RMS force component, or the RMS per-atom
     energy left after the reference energies."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -33,20 +32,20 @@ import torch
 from torch import nn
 
 from ..data.loader import make_loader
-from ..potentials.base import Potential, PotentialConfig, element_counts
+from ..potentials.base import Potential, PotentialConfig
 from ..potentials.model_file import load_model, save_model
 from ..precision import DTYPES
 from ..safe_write import atomic_write
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import Config, config_from_dict, config_to_dict, save_config
+from .config import Config, config_to_dict, save_config
 from .data import (
     Splits,
     build_splits,
     check_targets,
-    target_values,
 )
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .ema import EMA
+from .energy_fit import EnergyFit
 from .evaluate import available_targets, evaluate
 from .losses import LossWeights, combine, loss_terms
 from .metrics import MetricsCSV, epoch_line, format_table
@@ -116,17 +115,15 @@ class Trainer:
         # parameters that get no gradient.
         energy_loss = tc.property is not None or (
             tc.energy_weight > 0 and "energy" in available_targets(self.splits.train))
-        learn = config.model.learn_atomic_energies
-        if learn is None:
-            learn = not isinstance(config.model.atomic_energies, dict)
-        self.learn_energies = bool(learn and energy_loss)
         self.model = self._build_model()
-        self.model_elements = list(self.model.config.elements)
+        self.learn_energies = bool(self.model.config.learns_atomic_energies() and energy_loss)
         self.model.energy_correction.requires_grad_(self.learn_energies)
-        self._energy_fit = None
-        self.refit_energies = self.learn_energies and tc.energy_refit_frames > 0
-        if self.refit_energies and self._state is None:
-            self._refit_energy_correction(self.model)
+        self.energy_fit = None
+        if self.learn_energies and tc.energy_refit_frames > 0:
+            self.energy_fit = EnergyFit(self.splits.train, tc.property, self.model, tc.energy_refit_frames,
+                                        config.data.seed, config.data.valid_batch_size)
+            if self._state is None:
+                self.energy_fit.refit(self.model)
         self.model.to(device=self.device, dtype=self.dtype)
         # The energy correction is an offset, not a weight: decaying it would pull it off the data.
         rest = [p for name, p in self.model.named_parameters() if name != "energy_correction"]
@@ -206,46 +203,6 @@ class Trainer:
             return Potential(PotentialConfig(**{k: v for k, v in self._state["potential_config"].items()
                                                 if k in known}))
         return model_from_data(self.config.model, self.splits, self.config.data, self.config.train.property)
-
-    def _energy_fit_data(self):
-        """(loader, target values [F], element counts [F, S]) of the frames the correction is fitted on."""
-        if self._energy_fit is None:
-            train, tc = self.splits.train, self.config.train
-            idx = np.arange(len(train))
-            if len(idx) > tc.energy_refit_frames:
-                idx = np.sort(np.random.default_rng(self.config.data.seed).permutation(len(idx))
-                              [:tc.energy_refit_frames])
-            values = target_values(train, tc.property)[idx]
-            numbers = train.numbers_per_frame()
-            counts = element_counts([numbers[k] for k in idx], self.model_elements)
-            loader = make_loader(torch.utils.data.Subset(train, idx.tolist()), self.model.cutoff,
-                                 self.config.data.valid_batch_size)
-            self._energy_fit = loader, values, counts
-        return self._energy_fit
-
-    def _refit_energy_correction(self, model: Potential) -> None:
-        """Add to ``model.energy_correction`` the per-element least-squares fit of its residual energies.
-
-        A force-dominated loss lets the backbone's energy per atom drift by a constant that the
-        forces cannot see, swinging from epoch to epoch by more than the energies' spread; the
-        learned correction follows only at the learning rate. This closed-form fit, on a fixed
-        seeded subset of at most ``train.energy_refit_frames`` training frames (energies only,
-        eval mode, so deterministic), is done on the new model and before every validation on
-        the trained and the evaluated (EMA) models.
-        """
-        loader, values, counts = self._energy_fit_data()
-        dtype = next(model.backbone.parameters()).dtype
-        device = model.energy_correction.device
-        was_training = model.training
-        model.eval()
-        predicted = []
-        with torch.no_grad():
-            for graph, _ in loader:
-                predicted.append(model(graph.to(device, dtype), compute_forces=False)["energy"].cpu())
-        model.train(was_training)
-        fit, *_ = np.linalg.lstsq(counts, values - torch.cat(predicted).numpy(), rcond=None)
-        with torch.no_grad():
-            model.energy_correction.add_(torch.as_tensor(fit, dtype=model.energy_correction.dtype, device=device))
 
     def _csv_columns(self) -> list[str]:
         cols = ["epoch", "step", "time_s", "lr", "train_loss", "valid_loss"]
@@ -432,10 +389,10 @@ class Trainer:
         steps = max(self.epoch_loss[1], 1)
         loss_sum = all_reduce_sum(torch.tensor([self.epoch_loss[0]], dtype=torch.float64), self.dist)
         train_loss = float(loss_sum[0]) / steps / self.dist.world_size
-        if self.refit_energies:
-            self._refit_energy_correction(self.model)
+        if self.energy_fit is not None:
+            self.energy_fit.refit(self.model)
             if self.ema is not None:
-                self._refit_energy_correction(self.ema.shadow)
+                self.energy_fit.refit(self.ema.shadow)
         valid = self.validate()
         score = self._score(valid, train_loss)
         self.schedule.observe(score)
@@ -527,18 +484,3 @@ class Trainer:
 def train(config: Config, resume: bool = False, log: Callable[[str], None] | None = None) -> dict:
     """Build a :class:`Trainer` and run it; returns the summary dict."""
     return Trainer(config, resume=resume, log=log).fit()
-
-
-def resume_config(run_dir: str | os.PathLike, overrides=()) -> Config:
-    """The config of an existing run (its config.yaml) with overrides applied."""
-    from .config import apply_overrides, read_yaml
-
-    run_dir = Path(run_dir)
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a training run directory (no config.yaml)")
-    values = apply_overrides(read_yaml(path), overrides)
-    config = config_from_dict(values)
-    config.train.run_dir = str(run_dir)
-    config.validate()
-    return config

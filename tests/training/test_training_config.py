@@ -26,7 +26,7 @@ def test_yaml_and_overrides(tmp_path):
                             "train": {"lr": 1e-3, "epochs": 3}})
     cfg = load_config(path, ["model.hidden=128", "train.lr=5e-4", "train.ema_decay=null",
                              "model.elements=[1,6,8]", "data.valid_size=50"])
-    assert cfg.model.options == {"hidden": 128}
+    assert cfg.model.backbone_options == {"hidden": 128}
     assert cfg.model.cutoff == 4.5 and cfg.model.elements == [1, 6, 8]
     assert cfg.train.lr == 5e-4 and isinstance(cfg.train.lr, float)
     assert cfg.train.ema_decay is None and cfg.train.epochs == 3
@@ -122,9 +122,9 @@ def test_shipped_preset_loads_by_name_and_builds(tmp_path):
     assert "rmd17_ponita" in presets()
     for name in ("rmd17_ponita", "rmd17_ponita.yaml", "configs/rmd17_ponita.yaml"):
         config = load_config(name, ["data.train_file=x.h5"])
-        assert config.model.options["hidden"] == 128 and config.model.options["layers"] == 5
+        assert config.model.backbone_options["hidden"] == 128 and config.model.backbone_options["layers"] == 5
         assert config.train.scheduler == "cosine" and config.train.clip_grad_norm == 0.5
-    model = build_potential("ponita", elements=[1, 6, 8], cutoff=config.model.cutoff, **config.model.options)
+    model = build_potential("ponita", elements=[1, 6, 8], cutoff=config.model.cutoff, **config.model.backbone_options)
     assert model.backbone.grid.shape == (12, 3) and model.backbone.eval_grid.shape == (32, 3)
     with pytest.raises(FileNotFoundError, match="shipped presets: .*rmd17_ponita"):
         load_config(tmp_path / "nope.yaml")
