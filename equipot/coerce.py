@@ -8,6 +8,7 @@ converted silently), and a wrong one is a ValueError naming the key. The same da
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import types
 import typing
@@ -79,9 +80,25 @@ def coerce_fields(cls: type, values: dict[str, Any], prefix: str, skip: Sequence
     out = {}
     for key, value in values.items():
         if key not in names:
-            raise ValueError(f"unknown config key '{prefix}.{key}' (valid keys in '{prefix}': {', '.join(names)})")
+            raise ValueError(f"unknown config key '{prefix}.{key}'{did_you_mean(key, names, prefix)} "
+                             f"(valid keys in '{prefix}': {', '.join(names)})")
         out[key] = coerce(value, hints[key], f"{prefix}.{key}")
     return out
+
+
+# Names other packages use for equipot's keys (MACE, NequIP, SchNetPack).
+ALIASES = {"name": "backbone", "model": "backbone", "r_max": "cutoff", "num_layers": "layers",
+           "num_interactions": "layers", "n_interactions": "layers", "num_channels": "hidden",
+           "batchsize": "batch_size", "learning_rate": "lr", "max_epochs": "epochs"}
+
+
+def did_you_mean(key: str, names: Sequence[str], prefix: str) -> str:
+    """``"; did you mean 'model.hidden'?"`` for the closest of ``names`` to a mistyped ``key``
+    (or the equipot name of another package's key), or ""."""
+    if ALIASES.get(key) in names:
+        return f"; did you mean '{prefix}.{ALIASES[key]}'?"
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
+    return f"; did you mean '{prefix}.{close[0]}'?" if close else ""
 
 
 def attribute_docs(cls: type) -> dict[str, str]:

@@ -26,6 +26,13 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError
 USER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
+def error_text(exc: BaseException) -> str:
+    """The one line shown for a user error (an OSError of ours without its ``[Errno N]`` prefix)."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is None and exc.errno in USER_ERRNOS:
+        return exc.strerror
+    return str(exc)
+
+
 def _command_in(argv: list[str]) -> str | None:
     """The subcommand named on the command line (the first word that is not an option)."""
     for word in argv:
@@ -74,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        print("equipot: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a training run says what it saved and how to resume
+        print(f"equipot {args.command}: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except (*USER_ERRORS, OSError) as exc:
         if not isinstance(exc, USER_ERRORS) and getattr(exc, "errno", None) not in USER_ERRNOS:
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         else:
-            print(f"equipot {args.command}: error: {exc}", file=sys.stderr)
+            print(f"equipot {args.command}: error: {error_text(exc)}", file=sys.stderr)
         return 1
 
 

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
+from ..safe_write import check_free_space, output_lock, temporary_path
 from .schema import (
     CHUNK_BYTES,
     CORE_UNITS,
@@ -27,6 +28,9 @@ from .schema import (
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+# HDF5's chunk cache per dataset: small, so that what is not yet on disk stays small and known.
+_CHUNK_CACHE_BYTES = 4 * CHUNK_BYTES
 
 
 
@@ -68,9 +72,13 @@ class HDF5Writer:
     """Stream frames into an equipot HDF5 file, atomically.
 
     Frames are buffered and appended in chunks, so memory stays bounded however many frames
-    are written. The file is written to ``<path>.tmp`` and renamed to ``path`` when
-    :meth:`close` succeeds; on any exception inside a ``with`` block (or :meth:`abort`) the
-    temporary file is deleted and nothing is left behind.
+    are written. The file is written to a temporary file of its own beside ``path`` (see
+    :func:`equipot.safe_write.temporary_path`) and renamed to ``path`` when :meth:`close`
+    succeeds; on any exception inside a ``with`` block (or :meth:`abort`) the temporary file is
+    deleted and nothing is left behind. While it writes, the writer holds ``path``'s output lock:
+    a second writer of the same path fails at once (FileExistsError naming the file). Before each
+    block of data goes to disk it checks that the disk has room for it (HDF5 does not survive a
+    full disk), so a full disk is one OSError (ENOSPC) and the previous file is untouched.
 
     The fields of the first frame fix the schema: every later frame must give the same
     fields with the same trailing shapes, or :meth:`add` raises ``ValueError`` naming the
@@ -101,7 +109,15 @@ class HDF5Writer:
             raise FileExistsError(f"{self.path}: output file exists (pass overwrite=True / --overwrite)")
         if not self.path.parent.exists():
             raise FileNotFoundError(f"{self.path.parent}: output directory does not exist")
-        self.tmp_path = self.path.with_name(self.path.name + ".tmp")
+        self._overwrite = overwrite
+        self._closed = True  # nothing of ours to clean up until the lock and the temporary file exist
+        self._lock = output_lock(self.path)
+        self._lock.__enter__()
+        try:
+            self.tmp_path = temporary_path(self.path)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
         self.attrs: dict[str, Any] = {"source": str(source), "level_of_theory": str(level_of_theory)}
         self.attrs.update(attrs or {})
         self._compression = compression
@@ -119,7 +135,11 @@ class HDF5Writer:
         self._ragged_totals: dict[str, int] = {}
         self._elements = np.zeros(MAX_Z + 1, dtype=bool)
         self._closed = False
-        self._file = h5py.File(self.tmp_path, "w")
+        try:
+            self._file = h5py.File(self.tmp_path, "w", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+        except BaseException:
+            self.abort()
+            raise
 
     # -- context manager
     def __enter__(self) -> Self:
@@ -132,7 +152,7 @@ class HDF5Writer:
             self.abort()
 
     def __del__(self):
-        # A writer dropped without close() must not leave a half-written tmp file.
+        # A writer dropped without close() must not leave its half-written temporary file.
         if not getattr(self, "_closed", True):
             self.abort()
 
@@ -462,6 +482,10 @@ class HDF5Writer:
         if not self._fields or self._buffered_frames == 0:
             return
         for fld in self._fields.values():
+            # Field by field, each on disk before the next is checked: HDF5 must never meet a full
+            # disk itself. The bound is the uncompressed size plus what the chunk cache may hold.
+            pending = sum(getattr(v, "nbytes", len(str(v))) + 8 for v in fld.buffer) + 2 * _CHUNK_CACHE_BYTES
+            check_free_space(self.path, pending)
             ds = self._file[fld.path] if fld.path in self._file else self._create(fld)
             if fld.kind == "array":
                 data = np.concatenate(fld.buffer, axis=0)
@@ -481,6 +505,7 @@ class HDF5Writer:
             if data.shape[0]:
                 ds[start:] = data
             fld.buffer = []
+            self._file.flush()
         self._buffered_frames = 0
         self._buffered_atoms = 0
 
@@ -530,19 +555,29 @@ class HDF5Writer:
                 "elements": np.flatnonzero(self._elements).astype(np.int64),
             })
             f.close()
-            os.replace(self.tmp_path, self.path)
+            if self._overwrite:
+                os.replace(self.tmp_path, self.path)
+            else:  # no clobbering: a file that appeared meanwhile is kept, and this is an error
+                try:
+                    os.link(self.tmp_path, self.path)
+                except FileExistsError:
+                    raise FileExistsError(f"{self.path}: output file appeared while writing; kept it "
+                                          f"(pass overwrite=True / --overwrite)") from None
+                self.tmp_path.unlink()
         except BaseException:
             self.abort()
             raise
         self._closed = True
+        self._lock.__exit__(None, None, None)
         return self.path
 
     def abort(self) -> None:
-        """Discard everything: close and delete the temporary file."""
+        """Discard everything: close and delete the temporary file, release the output lock."""
+        if self._closed:
+            return
         self._closed = True
-        with contextlib.suppress(Exception):  # a broken file must still be deleted below
-            self._file.close()
-        try:
-            self.tmp_path.unlink()
-        except FileNotFoundError:
-            pass
+        if hasattr(self, "_file"):
+            with contextlib.suppress(Exception):  # a broken file must still be deleted below
+                self._file.close()
+        self.tmp_path.unlink(missing_ok=True)
+        self._lock.__exit__(None, None, None)

@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..coerce import coerce_fields
+from ..coerce import coerce_fields, did_you_mean
 from ..neighbors import check_cutoff
 from .registry import get_backbone
 
@@ -127,7 +127,8 @@ class PotentialConfig:
         valid = [f.name for f in dataclasses.fields(option_cls)]
         unknown = [k for k in options if k not in valid]
         if unknown:
-            raise UnknownOption(f"unknown config key 'model.{unknown[0]}' (model keys: "
+            hint = did_you_mean(unknown[0], [*valid, *own], "model")
+            raise UnknownOption(f"unknown config key 'model.{unknown[0]}'{hint} (model keys: "
                              f"{', '.join(sorted(own - {'backbone_options'}))}; backbone '{backbone}' options: "
                              f"{', '.join(valid)})")
         shared["backbone_options"] = coerce_fields(option_cls, options, "model")

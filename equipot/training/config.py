@@ -35,6 +35,29 @@ from ..potentials.config import PotentialConfig
 from ..safe_write import atomic_write
 
 SECTIONS = ("model", "data", "train")
+SCHEDULERS = ("auto", "plateau", "cosine", "linear", "constant")
+# What may change when a run is resumed: how long it trains and how it runs, never what it learns.
+RESUME_KEYS = frozenset({"train.epochs", "train.max_steps", "train.max_time", "train.progress", "train.threads",
+                         "train.checkpoint_every", "train.device", "data.num_workers", "data.valid_batch_size"})
+_DURATION_UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any, key: str) -> float:
+    """Seconds from a number (seconds) or a text such as ``90s``, ``8min``, ``1.5h``; ValueError
+    naming ``key`` with the accepted forms."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(number):] or "s"
+        try:
+            seconds = float(number) * _DURATION_UNITS[unit]
+        except (KeyError, ValueError):
+            raise ValueError(f"{key}: {value!r} is not a duration (seconds, or e.g. 90s, 8min, 1.5h)") from None
+    if not seconds > 0:
+        raise ValueError(f"{key} must be positive, got {value!r}")
+    return seconds
 
 
 @dataclass
@@ -87,13 +110,16 @@ class TrainSection:
         dtype: ``float64`` or ``float32`` (model and data).
         epochs: passes over the training frames.
         max_steps: stop after this many optimiser steps (null = no limit).
-        max_time: stop after this many seconds of training (null = no limit).
+        max_time: stop after this much training time: seconds, or a duration such as ``90s``,
+            ``8min``, ``2h`` (null = no limit).
         lr: peak learning rate of AdamW.
         weight_decay: AdamW decoupled weight decay.
         amsgrad: use the AMSGrad variant.
         warmup_steps: linear warm-up of the learning rate over this many steps.
-        scheduler: ``plateau`` (ReduceLROnPlateau on the monitored score), ``cosine`` (to
-            ``min_lr`` at the last step; needs ``max_steps`` or ``epochs``) or ``constant``.
+        scheduler: ``plateau`` (ReduceLROnPlateau on the monitored score), ``cosine`` or
+            ``linear`` (decay to ``min_lr`` at the end of the budget: the first of ``epochs``,
+            ``max_steps`` and ``max_time`` to run out), ``constant``, or ``auto``: cosine when
+            ``max_steps`` or ``max_time`` is set, else plateau.
         plateau_factor: learning-rate factor when the score stops improving.
         plateau_patience: validations without improvement before the rate is reduced.
         min_lr: lower bound of the learning rate.
@@ -117,6 +143,8 @@ class TrainSection:
         valid_every: validate every this many epochs.
         checkpoint_every: write checkpoint.pt every this many steps (0 = only at the end).
         progress: show a progress bar per epoch (only on a terminal).
+        threads: torch CPU threads (null: every core this process may use, shared among DDP
+            processes on one machine).
     """
 
     run_dir: str = "runs/equipot"
@@ -125,12 +153,12 @@ class TrainSection:
     dtype: str = "float64"
     epochs: int = 100
     max_steps: int | None = None
-    max_time: float | None = None
+    max_time: float | str | None = None
     lr: float = 5e-3
     weight_decay: float = 0.0
     amsgrad: bool = True
     warmup_steps: int = 50
-    scheduler: str = "plateau"
+    scheduler: str = "auto"
     plateau_factor: float = 0.8
     plateau_patience: int = 5
     min_lr: float = 1e-6
@@ -149,6 +177,7 @@ class TrainSection:
     valid_every: int = 1
     checkpoint_every: int = 500
     progress: bool = True
+    threads: int | None = None
 
 
 @dataclass
@@ -164,12 +193,16 @@ class Config:
         t, d = self.train, self.data
         choices = {
             "train.dtype": (t.dtype, ("float32", "float64")),
-            "train.scheduler": (t.scheduler, ("plateau", "cosine", "constant")),
+            "train.scheduler": (t.scheduler, SCHEDULERS),
             "train.loss": (t.loss, ("mse", "huber")),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+        if t.max_time is not None:
+            t.max_time = parse_duration(t.max_time, "train.max_time")
+        if t.threads is not None and t.threads < 1:
+            raise ValueError(f"train.threads must be >= 1 or null, got {t.threads}")
         positive = {"train.lr": t.lr, "data.batch_size": d.batch_size,
                     "data.valid_batch_size": d.valid_batch_size, "train.valid_every": t.valid_every}
         for key, value in positive.items():
@@ -336,16 +369,34 @@ def describe_config(backbone: str | None = "ponita") -> str:
     return "\n".join(lines)
 
 
-def resume_config(run_dir: str | os.PathLike, overrides=()) -> Config:
-    """The config of an existing run (its config.yaml) with overrides applied."""
+def resume_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
+    """The config of an existing run (its config.yaml) with overrides applied.
+
+    Only what decides how long and how the run goes on may change (:data:`RESUME_KEYS`: the
+    training length, so that a run, finished or not, can be extended, and the machinery); an
+    override of anything the model or its data depend on is a ValueError naming the key.
+    """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run directory (no config.yaml)")
-    values = apply_overrides(read_yaml(path), overrides)
-    config = config_from_dict(values)
+    saved = config_from_dict(read_yaml(path))
+    saved.validate()
+    config = config_from_dict(apply_overrides(read_yaml(path), overrides))
     config.train.run_dir = str(run_dir)
     config.validate()
+    before, after = config_to_dict(saved), config_to_dict(config)
+    for text in overrides:
+        section, *rest = parse_override(text)[0]
+        key = f"{section}.{rest[0]}"
+        old, new = before[section].get(rest[0]), after[section].get(rest[0])
+        if key not in RESUME_KEYS and old != new:
+            allowed = ", ".join(sorted(RESUME_KEYS))
+            raise ValueError(f"--resume {run_dir}: {key} cannot change in a resumed run (it is {old!r} there, "
+                             f"{new!r} asked); a resumed run may change only {allowed}. Start a new run "
+                             f"(another train.run_dir) to change {key}")
     return config
 
 

@@ -136,22 +136,37 @@ def epoch_line(epoch: float, step: int, lr: float, train_loss: float, valid: dic
 
 
 class MetricsCSV:
-    """``metrics.csv`` in the run directory: one row per validation.
+    """``metrics.csv`` in the run directory: one row per validation, each step once and in order.
 
-    Rows are appended and flushed as they come; :meth:`truncate_after` drops rows past a step
-    (used on resume, so a run resumed from a checkpoint has no duplicate rows).
+    Rows are appended and flushed as they come. A checkpoint records how many rows there were
+    (:meth:`rows`); a resumed run cuts the file back to that many (:meth:`truncate_to`), since it
+    repeats the validations that came after the checkpoint, and a run started afresh in the
+    directory of a run killed before its first checkpoint begins a new file (:meth:`reset`).
     """
 
     def __init__(self, path: str | os.PathLike, columns: Sequence[str]):
         self.path = Path(path)
         self.columns = list(columns)
 
-    def truncate_after(self, step: int) -> None:
+    def _read(self) -> list[dict]:
         if not self.path.exists():
-            return
+            return []
         with self.path.open(newline="") as fh:
-            rows = [r for r in csv.DictReader(fh) if int(float(r.get("step", 0) or 0)) <= step]
-        self._write_all(rows)
+            return list(csv.DictReader(fh))
+
+    def rows(self) -> int:
+        """Rows written so far."""
+        return len(self._read())
+
+    def truncate_to(self, n: int) -> None:
+        """Keep the first ``n`` rows."""
+        rows = self._read()
+        if len(rows) > n:
+            self._write_all(rows[:n])
+
+    def reset(self) -> None:
+        """Start the file again: just the header."""
+        self._write_all([])
 
     def _write_all(self, rows: list[dict]) -> None:
         with atomic_write(self.path) as tmp, tmp.open("w", newline="") as fh:

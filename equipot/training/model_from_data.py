@@ -4,14 +4,14 @@ training config leaves to the data (``elements``, ``avg_num_neighbors``, ``min_p
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..data import H5Dataset
 from ..graph import AtomicGraph
-from ..potentials.base import Potential, PotentialConfig
+from ..potentials.base import Potential, PotentialConfig, element_counts
 from .config import DataSection
 from .data import Splits, check_dataset_elements, target_values
 
@@ -63,9 +63,10 @@ def training_statistics(dataset: H5Dataset, cutoff: float, max_frames: int | Non
 
 
 def model_from_data(model: PotentialConfig, splits: Splits, data: DataSection,
-                    property_name: str | None = None) -> Potential:
+                    property_name: str | None = None, log: Callable[[str], None] = print) -> Potential:
     """A new :class:`Potential` as ``model`` says, with what it leaves to the data resolved on
-    the training split (ValueError naming the frame or key when the data cannot serve)."""
+    the training split (ValueError naming the frame or key when the data cannot serve); ``log``
+    hears the choices made that the user should know of."""
     train = splits.train
     stats = training_statistics(train, model.cutoff, data.stats_frames, data.seed)
     elements = (list(model.elements) if model.elements is not None
@@ -89,7 +90,18 @@ def model_from_data(model: PotentialConfig, splits: Splits, data: DataSection,
     if isinstance(given, list):
         potential.set_reference(atomic_energies=given)
     elif given == "fit" and values is not None:
-        potential.fit_atomic_energies(numbers, values)
+        counts = element_counts(numbers, elements)
+        present = int((counts.sum(0) > 0).sum())
+        if np.linalg.matrix_rank(counts) < present:
+            # One composition (a single molecule's trajectory) cannot tell the elements apart:
+            # least squares would return an arbitrary split of the energy between them.
+            per_atom = float(np.mean(np.asarray(values) / counts.sum(1)))
+            potential.set_reference(atomic_energies=[per_atom] * len(elements))
+            log(f"  note: the training frames do not determine one reference energy per element (their "
+                f"compositions are linearly dependent: {present} elements, rank {np.linalg.matrix_rank(counts)}); "
+                f"using the mean energy per atom, {per_atom:.6g} eV, for every element")
+        else:
+            potential.fit_atomic_energies(numbers, values)
     else:
         potential.set_reference(atomic_energies=[0.0] * len(elements))
     potential.set_reference(scale=_scale(model, potential, stats, numbers, values, property_name))

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -35,7 +39,8 @@ from ..data.loader import make_loader
 from ..potentials.base import Potential, PotentialConfig
 from ..potentials.model_file import load_model, save_model
 from ..precision import DTYPES
-from ..safe_write import atomic_write
+from ..safe_write import atomic_write, output_lock
+from ..threads import set_threads
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, config_to_dict, save_config
 from .data import (
@@ -52,6 +57,10 @@ from .metrics import MetricsCSV, epoch_line, format_table
 from .model_from_data import model_from_data
 from .sampler import EpochSampler
 from .schedule import LRSchedule
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT/SIGTERM after writing a checkpoint; the text says how to resume."""
 
 
 def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
@@ -89,9 +98,34 @@ class Trainer:
         tc = config.train
         self.dist = init_distributed(tc.device if tc.device != "auto" else
                                      ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.threads = set_threads(tc.threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
         self.device = resolve_device(tc.device, self.dist)
         self.dtype = DTYPES[tc.dtype]
         self.run_dir = Path(tc.run_dir)
+        self._lock = None
+        if self.dist.is_main:
+            if self.run_dir.exists() and not self.run_dir.is_dir():
+                raise NotADirectoryError(f"train.run_dir {self.run_dir} is a file, not a directory")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = output_lock(self.run_dir / "run")
+            try:
+                self._lock.__enter__()
+            except FileExistsError:
+                self._lock = None
+                raise FileExistsError(f"{self.run_dir}: another training run is using this run directory") from None
+        try:
+            self._set_up()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
+
+    def _set_up(self) -> None:
+        config, resume, tc = self.config, self.resume, self.config.train
         self.weights = LossWeights(
             energy=tc.energy_weight, forces=tc.forces_weight, stress=tc.stress_weight,
             property=tc.property_weight, property_name=tc.property, kind=tc.loss, huber_delta=tc.huber_delta,
@@ -108,6 +142,17 @@ class Trainer:
         elif checkpoint_path.exists():
             raise FileExistsError(f"{self.run_dir} already holds a training run (checkpoint.pt); resume it "
                                   f"with --resume {self.run_dir} or choose another train.run_dir")
+        self.train_log = self.run_dir / "train.log"
+        if self._state is None and self.dist.is_main:
+            # A run killed before its first checkpoint left its log (and metrics.csv) behind: this run
+            # starts them afresh.
+            self.train_log.unlink(missing_ok=True)
+        # Absolute data paths in the saved config, so the run resumes from any working directory.
+        for key in ("train_file", "valid_file", "test_file"):
+            if getattr(config.data, key):
+                setattr(config.data, key, str(Path(getattr(config.data, key)).absolute()))
+        if tc.scheduler == "auto":  # decided once, at the start, and saved with the run
+            tc.scheduler = "cosine" if (tc.max_steps or tc.max_time) else "plateau"
         seed_everything(tc.seed)
         self.splits: Splits = build_splits(config.data)
         self._check_data()
@@ -132,12 +177,8 @@ class Trainer:
         self.sampler = EpochSampler(len(self.splits.train), seed=tc.seed, shuffle=True,
                                     rank=self.dist.rank, world_size=world)
         self.steps_per_epoch = len(self.sampler) // self.local_batch + (len(self.sampler) % self.local_batch > 0)
-        total = tc.max_steps or tc.epochs * self.steps_per_epoch
-        if tc.max_steps:
-            total = min(total, tc.epochs * self.steps_per_epoch)
-        self.total_steps = total
         self.schedule = LRSchedule(self.optimizer, tc.lr, tc.warmup_steps, tc.scheduler, tc.plateau_factor,
-                                   tc.plateau_patience, tc.min_lr, total_steps=total)
+                                   tc.plateau_patience, tc.min_lr)
         self.ema = EMA(self.model, tc.ema_decay) if tc.ema_decay is not None else None
         self.step = 0
         self.epoch = 0
@@ -149,12 +190,8 @@ class Trainer:
         self.elapsed = 0.0
         self._t0: float | None = None
         self.finished = False
-        if self._state is not None:
-            self._restore(self._state)
+        self.interrupted: str | None = None
         self.ddp_model: nn.Module = self.model
-        if self.dist.enabled:
-            self.ddp_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.targets = available_targets(self.splits.train)
         self.terms = self.weights.terms(self.targets)
         if not self.terms:
@@ -164,17 +201,24 @@ class Trainer:
         self.need_forces = "forces" in self.terms
         self.need_stress = "stress" in self.terms
         self.csv = MetricsCSV(self.run_dir / "metrics.csv", self._csv_columns())
+        if self._state is not None:
+            self._restore(self._state)
+        elif self.dist.is_main:
+            self.csv.reset()
+        if self.dist.enabled:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / "config.yaml")
-            if resume:
-                self.csv.truncate_after(self.step)
         barrier(self.dist)
 
     # ------------------------------------------------------------------ set-up
     def log(self, text: str) -> None:
+        """A line for the console and for ``train.log`` in the run directory (rank 0 only)."""
         if self.dist.is_main:
             self.log_fn(text)
+            with self.train_log.open("a", encoding="utf-8") as fh:
+                fh.write(text + "\n")
 
     def _check_data(self) -> None:
         prop = self.config.train.property
@@ -202,7 +246,8 @@ class Trainer:
             known = {f.name for f in fields(PotentialConfig)}
             return Potential(PotentialConfig(**{k: v for k, v in self._state["potential_config"].items()
                                                 if k in known}))
-        return model_from_data(self.config.model, self.splits, self.config.data, self.config.train.property)
+        return model_from_data(self.config.model, self.splits, self.config.data, self.config.train.property,
+                               log=self.log)
 
     def _csv_columns(self) -> list[str]:
         cols = ["epoch", "step", "time_s", "lr", "train_loss", "valid_loss"]
@@ -232,6 +277,8 @@ class Trainer:
             "rng": rng_state(),
             "potential_config": asdict(self.model.config),
             "config": config_to_dict(self.config),
+            "budget": self._budget(),
+            "metrics_rows": self.csv.rows(),
         }
 
     def _restore(self, state: dict) -> None:
@@ -250,6 +297,26 @@ class Trainer:
         self.finished = bool(state.get("finished", False))
         self.epoch_loss = [float(state["epoch_loss"][0]), int(state["epoch_loss"][1])]
         set_rng_state(state["rng"])
+        if self.dist.is_main:
+            # rows appended after this checkpoint was written are written again as the run repeats them
+            self.csv.truncate_to(int(state.get("metrics_rows", self.csv.rows())))
+        old_budget = state.get("budget", self._budget())
+        grown = self._budget() != old_budget
+        self.log(f"resuming {self.run_dir} from step {self.step} (epoch {self.epoch}, "
+                 f"{self.elapsed:.0f} s trained)")
+        if grown:
+            self.log("  new training budget: " + ", ".join(
+                f"{k} {old_budget.get(k)} -> {v}" for k, v in self._budget().items() if old_budget.get(k) != v))
+            self.schedule.extend(self.budget_fraction(self.step))
+        if self.finished:
+            if grown and not self._out_of_budget() and self.epoch < self.config.train.epochs:
+                self.finished, self.bad = False, 0
+                self.log(f"  extending the finished run from step {self.step}")
+            else:
+                b = self._budget()
+                self.log(f"  the run finished at step {self.step}: nothing to train. To train longer, resume with "
+                         f"a larger train.epochs (now {b['epochs']}), train.max_steps ({b['max_steps']}) or "
+                         f"train.max_time ({b['max_time']})")
 
     def save_checkpoint(self) -> None:
         if self.dist.is_main:
@@ -281,13 +348,19 @@ class Trainer:
                              f"the data")
         return value
 
-    def budget_fraction(self) -> float:
-        """How much of the training budget is done, in [0, 1]: the largest of the fractions of
-        epochs, max_steps and max_time."""
+    def _budget(self) -> dict:
         tc = self.config.train
-        done = (self.step - 1) / max(tc.epochs * self.steps_per_epoch, 1)
+        return {"epochs": tc.epochs, "max_steps": tc.max_steps, "max_time": tc.max_time}
+
+    def budget_fraction(self, steps: int | None = None) -> float:
+        """How much of the training budget is done, in [0, 1]: the largest of the fractions of
+        epochs, max_steps and max_time, counting ``steps`` steps (default: those before the current
+        one)."""
+        tc = self.config.train
+        steps = self.step - 1 if steps is None else steps
+        done = steps / max(tc.epochs * self.steps_per_epoch, 1)
         if tc.max_steps:
-            done = max(done, (self.step - 1) / tc.max_steps)
+            done = max(done, steps / tc.max_steps)
         if tc.max_time:
             done = max(done, self.now_elapsed() / tc.max_time)
         return min(done, 1.0)
@@ -330,13 +403,50 @@ class Trainer:
         return tc.max_time is not None and self.now_elapsed() >= tc.max_time
 
     def fit(self) -> dict:
-        """Train until epochs, max_steps, max_time or early stopping; returns the summary dict."""
+        """Train until epochs, max_steps, max_time or early stopping; returns the summary dict.
+
+        SIGINT (Ctrl-C) or SIGTERM: the step in progress finishes, a checkpoint is written and
+        :class:`TrainingInterrupted` is raised (its text says how to resume); a second signal stops
+        at once.
+        """
         try:
-            if not self.finished:
-                self._loop()
+            with self._catch_signals():
+                if not self.finished:
+                    self._loop()
+            if self.interrupted:
+                raise TrainingInterrupted(f"interrupted by {self.interrupted} at step {self.step}; checkpoint saved. "
+                                          f"Resume with: equipot train --resume {self.run_dir}")
             return self._finish()
         finally:
+            self._unlock()
             shutdown(self.dist)
+
+    @contextmanager
+    def _catch_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.interrupted:  # a second signal: the user means now
+                raise KeyboardInterrupt
+            self.interrupted = signal.Signals(signum).name
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _interrupt_requested(self) -> bool:
+        """Whether a signal asked to stop (on any DDP rank: all ranks stop at the same step)."""
+        flag = torch.tensor([1.0 if self.interrupted else 0.0], dtype=torch.float64)
+        if self.dist.enabled:
+            flag = all_reduce_sum(flag, self.dist)
+            if float(flag[0]) > 0 and not self.interrupted:
+                self.interrupted = "a signal to another process"
+        return float(flag[0]) > 0
 
     def _loop(self) -> None:
         from tqdm import tqdm
@@ -355,13 +465,20 @@ class Trainer:
             for graph, targets in loader:
                 self.step += 1
                 self.batch_in_epoch += 1
-                self.schedule.set_step(self.step)
+                # the rate of the last step of the budget is min_lr
+                self.schedule.set_step(self.step, self.budget_fraction(self.step))
                 self._tell_progress()
                 loss = self._train_step(graph, targets)
                 self.epoch_loss[0] += loss
                 self.epoch_loss[1] += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{self.epoch_loss[0] / self.epoch_loss[1]:.4g}", refresh=False)
+                if self._interrupt_requested():
+                    bar.close()
+                    self.elapsed = self.now_elapsed()
+                    self._t0 = None
+                    self.save_checkpoint()
+                    return
                 stop = self._out_of_budget()
                 if tc.checkpoint_every and self.step % tc.checkpoint_every == 0 and not stop:
                     self.save_checkpoint()
@@ -434,7 +551,8 @@ class Trainer:
         e0 = ", ".join(f"{z}:{e:.4f}" for z, e in zip(m.elements, m.atomic_energies or []))
         return (f"equipot train: {m.backbone} ({n_params} parameters), {len(self.splits.train)} training / {v} "
                 f"validation frames, batch {self.config.data.batch_size} x {self.dist.world_size} process(es), "
-                f"{self.steps_per_epoch} steps/epoch, device {self.device}, {self.config.train.dtype}\n"
+                f"{self.steps_per_epoch} steps/epoch, device {self.device}, {self.config.train.dtype}, "
+                f"{self.threads} thread(s), lr schedule {self.config.train.scheduler}\n"
                 f"  avg_num_neighbors {m.avg_num_neighbors:.3f}, min_pair_distance "
                 f"{m.min_pair_distance if m.min_pair_distance is None else round(m.min_pair_distance, 4)} Å, "
                 f"scale {m.scale:.5g} eV, atomic energies (eV) {{{e0}}}\n  run directory {self.run_dir}")
@@ -473,7 +591,8 @@ class Trainer:
             result = evaluate(best, ds, self.config.data.valid_batch_size, self.device, self.dtype, self.weights,
                               self.config.train.property, self.config.data.num_workers, keep_predictions=True)
             summary[name] = result.metrics
-            np.savez(self.run_dir / f"predictions_{name}.npz", **result.predictions)
+            with atomic_write(self.run_dir / f"predictions_{name}.npz") as tmp, tmp.open("wb") as fh:
+                np.savez(fh, **result.predictions)
             self.log(f"{name} ({len(ds)} frames), model.pt (step {self.best_step}):\n"
                      + format_table(result.metrics, units))
         with atomic_write(self.run_dir / "summary.json") as tmp:

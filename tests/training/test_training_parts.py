@@ -50,9 +50,16 @@ def test_schedule_warmup_plateau_cosine():
     for _ in range(20):
         s.observe(3.0)
     assert s.set_step(30) == pytest.approx(1e-3)  # never below min_lr
-    c = LRSchedule(opt, peak=1.0, warmup_steps=0, kind="cosine", min_lr=0.1, total_steps=100)
-    assert c.lr_at(0) == pytest.approx(1.0) and c.lr_at(50) == pytest.approx(0.55)
-    assert c.lr_at(100) == pytest.approx(0.1)
+    c = LRSchedule(opt, peak=1.0, warmup_steps=0, kind="cosine", min_lr=0.1)
+    assert c.lr_at(1, 0.0) == pytest.approx(1.0) and c.lr_at(50, 0.5) == pytest.approx(0.55)
+    assert c.lr_at(100, 1.0) == pytest.approx(0.1)
+    lin = LRSchedule(opt, peak=1.0, warmup_steps=0, kind="linear", min_lr=0.1)
+    assert lin.lr_at(1, 0.25) == pytest.approx(0.775)
+    # extending at 60 % of the new budget decays again from the rate reached, to min_lr at the new end
+    c.set_step(50, 0.5)
+    c.extend(0.6)
+    assert c.lr_at(51, 0.6) == pytest.approx(0.55) and c.lr_at(75, 0.8) == pytest.approx(0.325)
+    assert c.lr_at(100, 1.0) == pytest.approx(0.1)
     state = s.state_dict()
     s2 = LRSchedule(opt, peak=1e-2, kind="plateau")
     s2.load_state_dict(state)
@@ -128,10 +135,13 @@ def test_metrics_csv_truncates_on_resume(tmp_path):
     csv = MetricsCSV(tmp_path / "metrics.csv", ["epoch", "step", "forces_mae"])
     for step in (10, 20, 30):
         csv.append({"epoch": step // 10, "step": step, "forces_mae": 0.1 * step})
-    csv.truncate_after(20)
+    assert csv.rows() == 3
+    csv.truncate_to(2)
     csv.append({"epoch": 3, "step": 30, "forces_mae": 1.0})
     cols = read_metrics(tmp_path / "metrics.csv")
     assert cols["step"] == [10, 20, 30] and cols["forces_mae"][-1] == 1.0
+    csv.reset()
+    assert csv.rows() == 0 and read_metrics(tmp_path / "metrics.csv")["step"] == []
 
 
 def test_checkpoint_rng_round_trip(tmp_path):
