@@ -115,7 +115,13 @@ class EquiCalc(Calculator):
             edges = [self.neighbors.get(positions, atoms.numbers, cell, pbc)]
             graph = AtomicGraph.from_structures(structure, self.model.cutoff, self.dtype, self.device, edges=edges)
         self._check_extrapolation(graph)
+        self._check_memory(graph)
         out = self.model(graph, compute_forces=True, compute_stress=want_stress)
+        for key in ("energy", "forces", "stress"):
+            if key in out and not bool(torch.isfinite(out[key]).all()):
+                # The input was checked above: the model itself broke down here.
+                raise ValueError(f"the model gave a non-finite {key} for this structure of {len(atoms)} atoms "
+                                 f"(its positions and cell are finite): the model cannot be used here")
         energy = float(out["energy"][0].detach())
         self.results["energy"] = energy
         self.results["free_energy"] = energy
@@ -124,6 +130,21 @@ class EquiCalc(Calculator):
         if want_stress:
             stress = out["stress"][0].detach().cpu().numpy().astype(np.float64)
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+
+    def _check_memory(self, graph: AtomicGraph) -> None:
+        """Refuse, before allocating, a system whose energy and forces would not fit in the memory
+        this machine has free (CPU; the backbone's own estimate), naming the size that would fit."""
+        estimate = getattr(self.model.backbone, "inference_bytes", None)
+        if estimate is None or self.device.type != "cpu":
+            return
+        need = estimate(graph.num_nodes, graph.num_edges, torch.finfo(self.dtype).bits // 8)
+        free = available_memory()
+        if free is not None and need > free:
+            fits = int(graph.num_nodes * free / need)
+            raise ValueError(f"{graph.num_nodes} atoms ({graph.num_edges} pairs within the cutoff) need about "
+                             f"{need / 2**30:.1f} GiB for energy and forces in {str(self.dtype).split('.')[-1]}, "
+                             f"{free / 2**30:.1f} GiB are free: about {fits} atoms of this density fit "
+                             f"(float32 halves the need)")
 
     def _check_extrapolation(self, graph: AtomicGraph) -> None:
         """Raise for atoms on top of each other; warn once when a pair is closer than in training."""
@@ -148,3 +169,15 @@ class EquiCalc(Calculator):
                 ExtrapolationWarning,
                 stacklevel=3,
             )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

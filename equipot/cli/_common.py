@@ -15,6 +15,50 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 def add_model_options(parser: argparse.ArgumentParser, dtype: str = "float64") -> None:
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default=dtype, choices=DTYPE_NAMES, help="floating-point precision")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: every core this process may use)")
+
+
+def check_output(path: str | Path, what: str, suffixes: tuple[str, ...] | None = None, ase_format: bool = False,
+                 directory: bool = False) -> Path:
+    """``path`` as an output that can be written, checked before any work is done (ValueError /
+    FileNotFoundError / IsADirectoryError naming it): its folder exists, it is not a folder (or,
+    with ``directory``, not a file), and its name has one of ``suffixes`` or, with ``ase_format``,
+    names a format ASE can write."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{what} {p}: the folder {parent} does not exist")
+    if directory:
+        if p.exists() and not p.is_dir():
+            raise NotADirectoryError(f"{what} {p} is a file, not a folder")
+        return p
+    if p.is_dir():
+        raise IsADirectoryError(f"{what} {p} is a folder; give a file name")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise ValueError(f"{what} {p}: unknown file type {p.suffix or '(no suffix)'!r}; use one of "
+                         f"{', '.join(suffixes)}")
+    if ase_format:
+        from ase.io.formats import filetype, ioformats
+
+        try:
+            kind = filetype(str(p), read=False)
+        except Exception:  # ase raises several kinds for names it cannot place
+            kind = None
+        if kind not in ioformats or not ioformats[kind].can_write:
+            raise ValueError(f"{what} {p}: ASE cannot write a file of this name (use e.g. .extxyz, .xyz, .traj, "
+                             f".cif, .pdb, POSCAR)")
+    return p
+
+
+def input_file(path: str | Path, what: str) -> Path:
+    """``path`` as an existing file to read (FileNotFoundError / IsADirectoryError naming it)."""
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{what} {p} is a folder, not a file")
+    if not p.exists():
+        raise FileNotFoundError(f"{what} {p} does not exist")
+    return p
 
 
 def dtype_of(name: str):
@@ -36,12 +80,17 @@ def device_of(name: str):
         raise ValueError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:N)") from None
 
 
-def load_model_file(path: str):
-    """A model from a model file, or from a run directory (its model.pt)."""
+def load_model_file(path: str, threads: int | None = None):
+    """A model from a model file, or from a run directory (its model.pt); sets torch's CPU threads
+    (``--threads``) first."""
     from ..potentials.model_file import load_model
+    from ..threads import set_threads
 
+    set_threads(threads)
     p = Path(path)
     if p.is_dir():
+        if not (p / "model.pt").exists():
+            raise FileNotFoundError(f"{p} is a folder without model.pt: give a model file or a training run folder")
         p = p / "model.pt"
     if not p.exists():
         raise FileNotFoundError(f"model file {p} does not exist")
@@ -52,9 +101,7 @@ def read_structure(path: str, index: str | int = -1):
     """One structure (ase.Atoms) from any file ASE reads (FileNotFoundError / ValueError naming the file)."""
     import ase.io
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"structure file {p} does not exist")
+    p = input_file(path, "structure file")
     try:
         atoms = ase.io.read(p, index=index)
     except Exception as exc:  # ase raises many kinds; the user needs the file name and the reason
@@ -82,7 +129,7 @@ def structure_with_calculator(args: argparse.Namespace, **calc_options):
     in ``args.dtype`` attached (``calc_options`` go to EquiCalc, e.g. ``skin``)."""
     from ..calculators.ase import EquiCalc
 
-    model = load_model_file(args.model)
+    model = load_model_file(args.model, args.threads)
     atoms = read_structure(args.structure)
     check_structure_elements(model, atoms, args.structure)
     atoms.calc = EquiCalc(model, device=device_of(args.device), dtype=dtype_of(args.dtype), **calc_options)

@@ -7,13 +7,15 @@ Examples::
     equipot convert dsgdb9nsd.xyz.tar.bz2 --exclude uncharacterized.txt --atomrefs atomref.txt -o qm9.h5
     equipot convert --format qm9pack -o qm9.h5
     equipot convert train.extxyz --energy-key REF_energy -o train.h5
+    equipot convert ethanol.h5 -o frames.xyz --frames 0:10       (frames back out, with their labels)
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-HELP = "convert MD17 / revised MD17 .npz, QM9 (xyz or qm9pack) or any ASE-readable file to equipot HDF5"
+HELP = ("convert MD17 / revised MD17 .npz, QM9 (xyz or qm9pack) or any ASE-readable file to equipot HDF5, "
+        "or frames of an equipot HDF5 file to any format ASE writes")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +24,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="input files or folder (none for --format qm9pack: the installed package); "
                              "without -o, a last argument ending in .h5 is the output")
-    parser.add_argument("-o", "--output", metavar="OUT.h5", help="output HDF5 file")
+    parser.add_argument("-o", "--output", metavar="OUT.h5",
+                        help="output HDF5 file; from an HDF5 input, a structure file (.xyz, .extxyz, .traj, ...)")
+    parser.add_argument("--frames", default=None, metavar="SPEC",
+                        help="HDF5 input to a structure file: the frames to write, an index or slice "
+                             "(5, 0:10, ::100; default: all)")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="input format; detected from the file name and .npz keys when omitted")
     parser.add_argument("--splits-dir", metavar="DIR",
@@ -81,8 +87,13 @@ def run(args: argparse.Namespace) -> int:
             output = inputs.pop()
         else:
             raise ValueError("no output file given (-o OUT.h5)")
+    if len(inputs) == 1 and inputs[0].lower().endswith(H5_SUFFIXES) and not str(output).lower().endswith(H5_SUFFIXES):
+        return _export(inputs[0], output, args)
+    if args.frames is not None:
+        raise ValueError("--frames applies when writing frames of an equipot HDF5 file to a structure file")
     if not str(output).lower().endswith(H5_SUFFIXES):
-        raise ValueError(f"{output}: output file name should end in .h5 or .hdf5")
+        raise ValueError(f"{output}: output file name should end in .h5 or .hdf5 (structure files such as .xyz "
+                         f"are written from an equipot HDF5 input)")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     fmt = args.format or detect_format(inputs)
@@ -124,4 +135,21 @@ def run(args: argparse.Namespace) -> int:
         ds = H5Dataset(output)
         splits_text = ", ".join(f"{k} ({len(v)})" for k, v in sorted(ds.splits().items())) or "none"
         print(f"wrote {output}: {len(ds)} frames ({fmt}), elements {ds.elements()}, splits: {splits_text}")
+    return 0
+
+
+def _export(h5: str, output: str, args: argparse.Namespace) -> int:
+    """Frames of an equipot HDF5 file to a structure file (the output's existence is checked first)."""
+    from pathlib import Path
+
+    from ..data.extxyz import export_frames
+    from ._common import check_output, input_file
+
+    input_file(h5, "input")
+    out = check_output(output, "output", ase_format=True)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out}: output file exists (pass --overwrite)")
+    n = export_frames(h5, out, args.frames)
+    if not args.quiet:
+        print(f"wrote {n} frame(s) of {Path(h5).name} to {out}")
     return 0

@@ -1,4 +1,5 @@
-"""``equipot eval MODEL DATA``: errors of a model on an HDF5 dataset, optionally its predictions."""
+"""``equipot eval MODEL DATA``: errors of a model on a labelled dataset (equipot HDF5, or any file
+ASE reads with energies/forces, e.g. extended XYZ), optionally its predictions (HDF5 or extended XYZ)."""
 from __future__ import annotations
 
 import argparse
@@ -6,20 +7,26 @@ from pathlib import Path
 
 from ._common import add_model_argument, add_model_options, device_of, dtype_of, load_model_file
 
-HELP = "evaluate a model on an HDF5 dataset: MAE/RMSE per target (meV, meV/atom, meV/Å)"
+HELP = ("evaluate a model on a labelled dataset (equipot HDF5 or e.g. extended XYZ): MAE/RMSE per target "
+        "(meV, meV/atom, meV/Å)")
+PREDICTION_SUFFIXES = (".h5", ".hdf5", ".xyz", ".extxyz")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
-    parser.add_argument("data", metavar="DATA", help="equipot HDF5 file (see equipot convert)")
+    parser.add_argument("data", metavar="DATA",
+                        help="equipot HDF5 file (see equipot convert), or a labelled structure file ASE reads "
+                             "(extended XYZ with energy and forces, ...)")
     parser.add_argument("--split", default=None, help="named split of DATA to evaluate (default: all frames)")
     parser.add_argument("--property", default=None,
                         help="the model predicts this per-structure property (as trained with train.property)")
     parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("-o", "--output", default=None, metavar="PRED.h5",
-                        help="write the predictions (energy eV, forces eV/Å, stress eV/Å^3) as an equipot HDF5 file")
+    parser.add_argument("-o", "--output", default=None, metavar="PRED.h5|PRED.xyz",
+                        help="write the predictions (energy eV, forces eV/Å, stress eV/Å^3): an equipot HDF5 file, "
+                             "or extended XYZ with the reference (REF_energy, REF_forces) and predicted "
+                             "(equipot_energy, equipot_forces) labels of every frame")
     add_model_options(parser)
 
 
@@ -49,7 +56,46 @@ def write_predictions(path: str | Path, predictions: dict, property_name: str | 
             w.add(predictions["numbers"][a:b].astype(np.int64), predictions["positions"][a:b], **kwargs)
 
 
+def write_extxyz_predictions(path: str | Path, predictions: dict, property_name: str | None) -> None:
+    """Reference and predicted labels of every frame as extended XYZ (``REF_<x>`` and ``equipot_<x>``)."""
+    from ..data.extxyz import labelled_structures, write_structures
+
+    info, arrays = {}, {}
+    for name in ([property_name] if property_name else ["energy", "stress"]):
+        if name in predictions:
+            info[f"equipot_{name}"] = predictions[name]
+            info[f"REF_{name}"] = predictions[f"{name}_ref"]
+    if property_name is None and "forces" in predictions:
+        arrays["equipot_forces"] = predictions["forces"]
+        arrays["REF_forces"] = predictions["forces_ref"]
+    write_structures(path, labelled_structures(predictions["numbers"], predictions["positions"],
+                                               predictions["num_atoms"], predictions["cell"], predictions["pbc"],
+                                               info, arrays), format="extxyz")
+
+
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from ..data.formats import H5_SUFFIXES
+    from ._common import check_output, input_file
+
+    data = input_file(args.data, "data file")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.output is not None:
+        check_output(args.output, "--output", suffixes=PREDICTION_SUFFIXES)
+    model = load_model_file(args.model, args.threads)
+    if data.suffix.lower() in H5_SUFFIXES:
+        return _evaluate(args, model, data)
+    from ..data import convert_ase
+
+    with tempfile.TemporaryDirectory() as tmp:  # a labelled structure file: converted on the fly
+        h5 = Path(tmp) / "data.h5"
+        convert_ase([data], h5)
+        return _evaluate(args, model, h5, shown=data)
+
+
+def _evaluate(args: argparse.Namespace, model, path: Path, shown: Path | None = None) -> int:
     import numpy as np
 
     from ..data.reader import H5Dataset
@@ -57,14 +103,9 @@ def run(args: argparse.Namespace) -> int:
     from ..training.evaluate import evaluate
     from ..training.metrics import format_table
 
-    if not Path(args.data).is_file():
-        raise FileNotFoundError(f"data file {args.data} does not exist")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    model = load_model_file(args.model)
     device, dtype = device_of(args.device), dtype_of(args.dtype)
     model = model.to(device=device, dtype=dtype)
-    dataset = H5Dataset(args.data, split=args.split)
+    dataset = H5Dataset(path, split=args.split)
     if args.limit is not None:
         dataset = dataset.subset(np.arange(min(args.limit, len(dataset))))
     check_targets(dataset, args.property, "evaluation")
@@ -73,9 +114,12 @@ def run(args: argparse.Namespace) -> int:
                       num_workers=args.num_workers, keep_predictions=args.output is not None)
     metrics = {k: v for k, v in result.metrics.items() if k != "loss"}
     split = f" split {args.split}" if args.split else ""
-    print(f"{args.data}{split}: {len(dataset)} frames")
+    print(f"{shown or args.data}{split}: {len(dataset)} frames")
     print(format_table(metrics, dataset.units()))
     if args.output is not None:
-        write_predictions(args.output, result.predictions, args.property, str(args.data))
+        if Path(args.output).suffix.lower() in (".xyz", ".extxyz"):
+            write_extxyz_predictions(args.output, result.predictions, args.property)
+        else:
+            write_predictions(args.output, result.predictions, args.property, str(args.data))
         print(f"predictions written to {args.output}")
     return 0

@@ -26,15 +26,17 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from ..export import export_model
+    from ._common import check_output
 
-    model = load_model_file(args.model)
     source = Path(args.model)
     if args.output:
         out = Path(args.output)
     else:
         out = source / "model.pt2" if source.is_dir() else source.with_suffix(".pt2")
+    check_output(out, "--output", suffixes=(".pt2",))
     if out.resolve() == source.resolve():
         raise ValueError(f"--output {out} would overwrite the model file")
+    model = load_model_file(args.model, args.threads)
     t0 = time.perf_counter()
     export_model(model, out, dtype_of(args.dtype), str(device_of(args.device)), check=not args.no_check)
     checked = "" if args.no_check else " (checked against the model on a test batch)"

@@ -14,7 +14,7 @@ import importlib.util
 import sys
 import traceback
 
-SUBCOMMANDS = ("train", "eval", "plot", "convert", "info", "md", "optimize", "export")
+SUBCOMMANDS = ("demo", "train", "eval", "plot", "convert", "info", "md", "optimize", "export")
 
 # Errors that describe a problem with the user's input or machine, not a bug in equipot: equipot
 # raises ValueError (naming the file, key or atom) for bad input; the OSError subclasses are what
@@ -33,6 +33,16 @@ def error_text(exc: BaseException) -> str:
     return str(exc)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one to show (not "(default: None)" or on/off flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or isinstance(action.default, list) and \
+                not action.default or "%(default)" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def _command_in(argv: list[str]) -> str | None:
     """The subcommand named on the command line (the first word that is not an option)."""
     for word in argv:
@@ -47,11 +57,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     Configuring a command may be costly (``train`` lists every config key and backbone option,
     which imports the backbones), so ``equipot --help`` and the other commands skip it.
     """
+    from .. import __version__
+
     parser = argparse.ArgumentParser(
         prog="equipot",
         description="Equivariant machine-learning interatomic potentials.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"equipot {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
@@ -62,7 +75,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             name,
             help=module.HELP,
             description=module.HELP,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show full tracebacks on errors")

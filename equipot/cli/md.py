@@ -24,21 +24,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default="md.traj",
                         help="trajectory file (.traj ASE trajectory, or .xyz/.extxyz)")
     parser.add_argument("--interval", type=int, default=10, help="write every this many steps")
+    parser.add_argument("--log-interval", type=int, default=100,
+                        help="print time, potential and kinetic energy, temperature (and for NVE the energy "
+                             "drift so far) every this many steps; 0: only at the end")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--skin", type=float, default=0.5, help="Verlet neighbour-list skin, Å")
     add_model_options(parser)
 
 
+TRAJECTORY_SUFFIXES = (".traj", ".xyz", ".extxyz")
+
+
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     import numpy as np
     from ase import units
     from ase.md import velocitydistribution as vd
     from ase.md.langevin import Langevin
     from ase.md.verlet import VelocityVerlet
+    from tqdm.auto import tqdm
 
-    if args.steps < 0 or args.dt <= 0 or args.interval < 1:
-        raise ValueError("--steps must be >= 0, --dt > 0 fs and --interval >= 1")
+    from ._common import check_output
+
+    if args.steps < 0 or args.dt <= 0 or args.interval < 1 or args.log_interval < 0:
+        raise ValueError("--steps must be >= 0, --dt > 0 fs, --interval >= 1 and --log-interval >= 0")
     if args.temperature < 0:
         raise ValueError(f"--temperature must be >= 0 K, got {args.temperature}")
+    out = check_output(args.output, "--output", suffixes=TRAJECTORY_SUFFIXES)
     atoms = structure_with_calculator(args, skin=args.skin)
     rng = np.random.default_rng(args.seed)
     if args.temperature > 0:
@@ -49,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         if not atoms.pbc.any():
             vd.ZeroRotation(atoms)
     dt = args.dt * units.fs
-    if args.thermostat == "langevin":
+    nve = args.thermostat == "nve"
+    if not nve:
         from ase.constraints import FixCom
 
         # fixcm=True is deprecated (it biases the NVT distribution); FixCom keeps the centre of mass instead
@@ -58,30 +72,46 @@ def run(args: argparse.Namespace) -> int:
                        fixcm=False)
     else:
         dyn = VelocityVerlet(atoms, dt)
-    out = Path(args.output)
     writer = _trajectory_writer(out, atoms)
     dyn.attach(writer, interval=args.interval)
     totals: list[float] = []
     times: list[float] = []
     n = len(atoms)
+    bar = tqdm(total=args.steps, unit="step", desc="md", dynamic_ncols=True, file=sys.stderr,
+               disable=True if args.quiet else None)
+
+    def drift() -> float:
+        """Linear-fit drift of the total energy, meV/atom/ps (NVE only: a thermostat changes it on purpose)."""
+        return float(np.polyfit(times, totals, 1)[0]) * 1e3 if len(totals) > 2 else 0.0
 
     def record() -> None:
         totals.append(atoms.get_total_energy() / n)
         times.append(dyn.get_time() / (1000 * units.fs))
+        step = dyn.nsteps
+        if step:
+            bar.update(1)
+        if args.log_interval and step % args.log_interval == 0:
+            epot, ekin = atoms.get_potential_energy() / n, atoms.get_kinetic_energy() / n
+            line = (f"step {step:>8d}  t {times[-1]:8.3f} ps  E_pot {epot:.6f}  E_kin {ekin:.6f} eV/atom  "
+                    f"T {atoms.get_temperature():7.1f} K")
+            if nve:
+                line += f"  drift {drift():+.3f} meV/atom/ps"
+            tqdm.write(line, file=sys.stdout)
 
-    dyn.attach(record, interval=1)
-    record()
+    dyn.attach(record, interval=1)  # ASE calls it at step 0 too
     t0 = time.perf_counter()
     dyn.run(args.steps)
     wall = time.perf_counter() - t0
+    bar.close()
     if hasattr(writer, "close"):
         writer.close()
-    totals_arr, times_arr = np.asarray(totals), np.asarray(times)
-    drift = float(np.polyfit(times_arr, totals_arr, 1)[0]) if len(totals_arr) > 2 else 0.0
     print(f"{args.steps} steps of {args.dt} fs ({args.thermostat}, {n} atoms) in {wall:.2f} s: "
           f"{args.steps / max(wall, 1e-9):.1f} steps/s")
-    print(f"total energy: start {totals_arr[0]:.6f} eV/atom, end {totals_arr[-1]:.6f} eV/atom, "
-          f"drift {drift * 1000:.3f} meV/atom/ps (linear fit), temperature at end {atoms.get_temperature():.1f} K")
+    summary = (f"total energy: start {totals[0]:.6f} eV/atom, end {totals[-1]:.6f} eV/atom, "
+               f"temperature at end {atoms.get_temperature():.1f} K")
+    if nve:
+        summary += f", drift {drift():.3f} meV/atom/ps (linear fit)"
+    print(summary)
     print(f"neighbour-list builds: {atoms.calc.neighbors.rebuilds}; trajectory written to {out}")
     return 0
 

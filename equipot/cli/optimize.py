@@ -24,13 +24,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import ase.io
     import numpy as np
     from ase import units
     from ase.optimize import BFGS, FIRE
 
+    from ._common import check_output
+
     if args.fmax <= 0 or args.steps < 0:
         raise ValueError("--fmax must be > 0 eV/Å and --steps >= 0")
+    check_output(args.output, "--output", ase_format=True)
+    if args.trajectory is not None:
+        check_output(args.trajectory, "--trajectory", suffixes=(".traj",))
     atoms = structure_with_calculator(args)
     target = atoms
     if args.cell:
@@ -47,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     e1 = atoms.get_potential_energy()
     fmax = float(np.sqrt((target.get_forces() ** 2).sum(axis=1)).max())
-    ase.io.write(args.output, atoms)
+    from ..data.extxyz import write_structures
+
+    write_structures(args.output, [atoms])
     status = "converged" if converged else f"NOT converged in {args.steps} steps"
     print(f"{args.optimizer}{' + cell' if args.cell else ''}: {status} after {opt.get_number_of_steps()} steps "
           f"({wall:.2f} s); energy {e0:.6f} -> {e1:.6f} eV, max force {fmax:.4f} eV/Å")

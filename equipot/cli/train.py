@@ -10,21 +10,28 @@ examples:
   equipot train config.yaml
   equipot train config.yaml model.hidden=128 train.lr=5e-4 train.run_dir=runs/h128
   equipot train data.train_file=ethanol.h5 data.train_split=train model.cutoff=5.0
-  equipot train --resume runs/h128                    (continue a killed or finished run)
+  equipot train --resume runs/h128                    (continue a killed or interrupted run)
+  equipot train --resume runs/h128 train.epochs=300   (extend a run, finished or not, to 300 epochs)
+  equipot train --resume runs/h128 train.max_time=2h  (... or to 2 hours of training in all)
   torchrun --nproc_per_node 4 -m equipot.cli train config.yaml train.device=cuda
 
 config keys (section.key = default: meaning; units in brackets):
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+def _formatter():
+    from .main import HelpFormatter
+
+    class Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
+
+    return Formatter
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from ..training.config import describe_config
 
-    parser.formatter_class = _Formatter
+    parser.formatter_class = _formatter()
     parser.epilog = EXAMPLES + describe_config()
     parser.add_argument("items", nargs="*", metavar="CONFIG|KEY=VALUE",
                         help="a YAML config file (optional) followed by section.key=value overrides")
@@ -33,6 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "overrides still apply)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as YAML and exit")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (the same as train.threads=N; default: every available core)")
 
 
 def split_items(items: list[str]) -> tuple[str | None, list[str]]:
@@ -56,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training.trainer import train
 
     config_path, overrides = split_items(args.items)
+    if args.threads is not None:
+        overrides.append(f"train.threads={args.threads}")
     if args.resume is not None:
         if config_path is not None:
             raise ValueError("with --resume the run's own config.yaml is used; pass only overrides")

@@ -122,6 +122,24 @@ class _Meta:
         self.atomrefs: dict[str, tuple[np.ndarray, dict]] = {}
         for name, ds in f.get("atomrefs", {}).items():
             self.atomrefs[name] = (ds[()], {k: _attr(v) for k, v in ds.attrs.items()})
+        self._nonfinite: dict[str, np.ndarray] = {}
+
+    def nonfinite_frames(self, name: str) -> np.ndarray:
+        """File frame indices [K] whose field ``name`` (a core field or ``properties/<name>``) holds
+        NaN or inf; the whole field is read once, a block at a time, and the answer kept."""
+        if name not in self._nonfinite:
+            bad: list[np.ndarray] = []
+            with open_h5(self.path) as f:
+                ds = f[name]
+                per_atom = name in ("positions", *ATOM_FIELDS) or name.startswith("atom_properties/")
+                step = max(1, (1 << 24) // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
+                for a in range(0, ds.shape[0], step):
+                    block = np.asarray(ds[a:a + step], dtype=np.float64).reshape(min(step, ds.shape[0] - a), -1)
+                    rows = np.flatnonzero(~np.isfinite(block).all(axis=1)) + a
+                    if rows.size:
+                        bad.append(np.searchsorted(self.offsets, rows, side="right") - 1 if per_atom else rows)
+            self._nonfinite[name] = np.unique(np.concatenate(bad)) if bad else np.zeros(0, dtype=np.int64)
+        return self._nonfinite[name]
 
 
 def _attr(value: Any) -> Any:
@@ -374,6 +392,24 @@ class H5Dataset:
         with open_h5(self.path) as f:
             values = f[f"strings/{name}"].asstr()[()]
         return [str(values[k]) for k in self._indices]
+
+    def check_labels(self, property_name: str | None = None) -> None:
+        """ValueError naming the file, field and frame of the first frame of this dataset that has
+        no atoms, or NaN/inf in its positions, energy, forces or stress (or ``property_name``).
+
+        Training and evaluation call it when they open a dataset; each field of a file is scanned
+        once per process.
+        """
+        empty = np.flatnonzero(self.num_atoms() == 0)
+        if empty.size:
+            raise ValueError(f"{self.path}: frame {int(self._indices[empty[0]])} has no atoms")
+        names = [n for n in ("positions", "energy", "forces", "stress") if n == "positions" or n in self._meta.core]
+        if property_name is not None and property_name in self._meta.frame_props:
+            names.append(f"properties/{property_name}")
+        for name in names:
+            bad = np.intersect1d(self._meta.nonfinite_frames(name), self._indices)
+            if bad.size:
+                raise ValueError(f"{self.path}: field '{name}' is NaN or inf in frame {int(bad[0])}")
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> H5Dataset:
         """A dataset over ``self[indices]`` (same file, same options)."""

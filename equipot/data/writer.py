@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import glob
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -114,6 +115,10 @@ class HDF5Writer:
         self._lock = output_lock(self.path)
         self._lock.__enter__()
         try:
+            # Holding the lock, no other writer of this path is alive: temporary files of it are
+            # what killed writers left behind.
+            for stale in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
+                stale.unlink(missing_ok=True)
             self.tmp_path = temporary_path(self.path)
         except BaseException:
             self._lock.__exit__(None, None, None)

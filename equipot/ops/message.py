@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.autograd import Function
 
 from .backends import resolve_backend
+from .legendre import legendre, legendre_and_derivative
 from .scatter import check, scatter_sum, segment_sum
 
 
@@ -183,6 +184,115 @@ class _ChunkedMessage(Function):
         return grad_phi, grad_weight, grad_h, None, None, None
 
 
+def _outer(angular: Tensor, radial: Tensor) -> Tensor:
+    """phi [e, O, A * M] = angular [e, O, A] x radial [e, A, M]."""
+    return (angular.unsqueeze(-1) * radial.unsqueeze(1)).flatten(-2)
+
+
+def _cosines(vec: Tensor, grid: Tensor) -> tuple[Tensor, Tensor]:
+    """(o·r̂ [e, O], |r| [e, 1]) of edge vectors [e, 3] and orientations [O, 3]."""
+    r = torch.sqrt((vec * vec).sum(-1, keepdim=True)).clamp(min=1e-9)
+    return (vec @ grid.transpose(0, 1)) / r, r
+
+
+def spherical_kernel(vec: Tensor, grid: Tensor, radial: Tensor) -> Tensor:
+    """phi [E, O, (L + 1) M] of the R3×S2 radial kernel: P_l(o·r̂) radial[e, l, m] for edge vectors
+    vec [E, 3], orientations grid [O, 3] and radial functions radial [E, L + 1, M]."""
+    return _outer(legendre(_cosines(vec, grid)[0], radial.shape[1] - 1), radial)
+
+
+class _SphericalMessage(Function):
+    """The chunked CPU message for the kernel phi[e, o, (l, m)] = P_l(o·r̂_e) radial[e, l, m], formed from
+    the edge vectors block by block in the forward and again in the backward: no [E, O, ...] tensor
+    (kernel, Legendre polynomials or their gradients) is ever stored whole, which is what the memory
+    of energy + forces on a large system was made of.
+    """
+
+    @staticmethod
+    def forward(ctx, vec: Tensor, grid: Tensor, radial: Tensor, weight: Tensor, h: Tensor, sender: Tensor,
+                receiver: Tensor, num_nodes: int) -> Tensor:
+        ctx.save_for_backward(vec, grid, radial, weight, h, sender, receiver)
+        degree = radial.shape[1] - 1
+        out = h.new_zeros((num_nodes, h.shape[1], h.shape[2]))
+        starts, step = _blocks(vec.shape[0], h.shape[1] * h.shape[2] * h.element_size())
+        for s in starts:
+            sl = slice(s, s + step)
+            msg = _outer(legendre(_cosines(vec[sl], grid)[0], degree), radial[sl]) @ weight
+            msg.mul_(h.index_select(0, sender[sl]))
+            out.index_add_(0, receiver[sl], msg)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        vec, grid, radial, weight, h, sender, receiver = ctx.saved_tensors
+        need_v, need_g, need_r, need_w, need_h = ctx.needs_input_grad[:5]
+        if need_g:
+            raise RuntimeError("spherical_message: the orientation grid takes no gradient")
+        if torch.is_grad_enabled():  # a differentiable backward (training on forces): plain expressions
+            with torch.enable_grad():
+                v, r, w, x = (t.detach().requires_grad_(n) for t, n in
+                              ((vec, need_v), (radial, need_r), (weight, need_w), (h, need_h)))
+                out = (spherical_kernel(v, grid, r) @ w) * x[sender]
+                out = scatter_sum(out, receiver, grad.shape[0], backend="torch")
+            inputs = [t for t, n in ((v, need_v), (r, need_r), (w, need_w), (x, need_h)) if n]
+            grads = iter(g if g is not None else torch.zeros_like(t)  # degree 0 does not depend on vec
+                         for g, t in zip(torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True),
+                                         inputs))
+            return (next(grads) if need_v else None, None, next(grads) if need_r else None,
+                    next(grads) if need_w else None, next(grads) if need_h else None, None, None, None)
+        degree = radial.shape[1] - 1
+        grad_v = torch.empty_like(vec) if need_v else None
+        grad_r = torch.empty_like(radial) if need_r else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        grad_h = torch.zeros_like(h) if need_h else None
+        starts, step = _blocks(vec.shape[0], h.shape[1] * h.shape[2] * h.element_size())
+        for s in starts:
+            sl = slice(s, s + step)
+            cos, r = _cosines(vec[sl], grid)
+            p, dp = legendre_and_derivative(cos, degree)  # [b, O, L + 1]
+            phi = _outer(p, radial[sl])
+            grad_e = grad.index_select(0, receiver[sl])
+            if need_v or need_r or need_w:
+                t = grad_e * h.index_select(0, sender[sl])  # [b, O, C]
+                if need_v or need_r:
+                    g = (t @ weight.transpose(0, 1)).view(*p.shape, radial.shape[-1])  # [b, O, L + 1, M]
+                    if need_r:
+                        torch.sum(g * p.unsqueeze(-1), 1, out=grad_r[sl])
+                    if need_v:
+                        g_cos = ((g * radial[sl].unsqueeze(1)).sum(-1) * dp).sum(-1)  # [b, O]
+                        # d(o·r̂)/dr = (o - (o·r̂) r̂) / |r|
+                        unit = vec[sl] / r
+                        grad_v[sl] = (g_cos @ grid - (g_cos * cos).sum(-1, keepdim=True) * unit) / r
+                if need_w:
+                    grad_w += torch.einsum("eob,eoc->bc", phi, t)
+            if need_h:
+                msg = phi @ weight
+                msg.mul_(grad_e)
+                grad_h.index_add_(0, sender[sl], msg)
+        return grad_v, None, grad_r, grad_w, grad_h, None, None, None
+
+
+def spherical_message(vec: Tensor, grid: Tensor, radial: Tensor, weight: Tensor, h: Tensor, edge_index: Tensor,
+                      num_nodes: int, receiver_ptr: Tensor | None = None, backend: str | None = None) -> Tensor:
+    """:func:`spatial_message` for the R3×S2 radial kernel phi[e, o, (l, m)] = P_l(o·r̂_e) radial[e, l, m],
+    given by the edge vectors vec [E, 3] Å, the orientation grid [O, 3] (no gradient) and the radial
+    functions radial [E, L + 1, M].
+
+    On the CPU the torch backend forms the kernel block by block and again in the backward, so
+    neither it nor the Legendre polynomials are stored whole (the memory of energy + forces falls
+    severalfold); elsewhere phi is formed and passed to :func:`spatial_message`.
+    """
+    if vec.dim() != 2 or vec.shape[1] != 3 or radial.dim() != 3 or radial.shape[0] != vec.shape[0]:
+        raise ValueError(f"spherical_message: expected vec [E, 3] and radial [E, L + 1, M], got "
+                         f"{tuple(vec.shape)} and {tuple(radial.shape)}")
+    name = resolve_backend(backend, h)
+    if name == "torch" and h.device.type == "cpu" and not isinstance(vec.shape[0], torch.SymInt):
+        _check_shapes((vec.shape[0], grid.shape[0], radial.shape[1] * radial.shape[2]), weight, h, edge_index,
+                      num_nodes)
+        return _SphericalMessage.apply(vec, grid, radial, weight, h, edge_index[0], edge_index[1], num_nodes)
+    return spatial_message(spherical_kernel(vec, grid, radial), weight, h, edge_index, num_nodes, receiver_ptr, name)
+
+
 class _FusedMessage(Function):
     @staticmethod
     def forward(ctx, phi: Tensor, weight: Tensor, h: Tensor, plan: EdgePlan) -> Tensor:
@@ -211,13 +321,13 @@ class _FusedMessage(Function):
         return grad_phi, grad_weight, grad_h, None
 
 
-def _check_shapes(phi: Tensor, weight: Tensor, h: Tensor, edge_index: Tensor, num_nodes: int) -> None:
-    if phi.dim() != 3 or weight.dim() != 2 or h.dim() != 3:
+def _check_shapes(phi_shape: tuple, weight: Tensor, h: Tensor, edge_index: Tensor, num_nodes: int) -> None:
+    if len(phi_shape) != 3 or weight.dim() != 2 or h.dim() != 3:
         raise ValueError(f"spatial_message: expected phi [E, O, B], weight [B, C], h [N, O, C]; got "
-                         f"{tuple(phi.shape)}, {tuple(weight.shape)}, {tuple(h.shape)}")
-    num_e, num_o, num_b = phi.shape
+                         f"{tuple(phi_shape)}, {tuple(weight.shape)}, {tuple(h.shape)}")
+    num_e, num_o, num_b = phi_shape
     if weight.shape[0] != num_b or h.shape[1] != num_o or h.shape[2] != weight.shape[1]:
-        raise ValueError(f"spatial_message: inconsistent shapes phi {tuple(phi.shape)} [E, O, B], "
+        raise ValueError(f"spatial_message: inconsistent shapes phi {tuple(phi_shape)} [E, O, B], "
                          f"weight {tuple(weight.shape)} [B, C], h {tuple(h.shape)} [N, O, C]")
     if edge_index.dim() != 2 or edge_index.shape != (2, num_e):
         raise ValueError(f"spatial_message: edge_index must have shape [2, {num_e}] (E of phi), "
@@ -234,7 +344,7 @@ def spatial_message(phi: Tensor, weight: Tensor, h: Tensor, edge_index: Tensor, 
     (:meth:`AtomicGraph.receiver_ptr`); optional, computed and cached per ``edge_index`` when
     omitted. ``backend``: "torch", "torch_scatter", "triton", "auto" or None.
     """
-    _check_shapes(phi, weight, h, edge_index, num_nodes)
+    _check_shapes(tuple(phi.shape), weight, h, edge_index, num_nodes)
     name = resolve_backend(backend, h)
     if name == "triton":
         if not (phi.dtype == weight.dtype == h.dtype):

@@ -6,6 +6,7 @@ A file is a ``torch.save`` of plain values: ``{"format": "equipot.model", "versi
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -50,28 +51,113 @@ def _upgrade_options(backbone: str, options: dict[str, Any], version: int) -> di
     return options
 
 
+def _other_writers(path: Path) -> list[int]:
+    """Process ids that hold ``path`` open, other than this one (Linux /proc; empty elsewhere)."""
+    target = os.path.realpath(path)
+    pids = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if int(fd_dir.parent.name) != os.getpid() and any(
+                    os.path.realpath(fd) == target for fd in fd_dir.iterdir()):
+                pids.append(int(fd_dir.parent.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _is_utf8(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 4  # a character cut by the 4096-byte window
+    return True
+
+
+def _not_a_model(path: Path, exc: Exception) -> ValueError:
+    """Why ``path`` could not be read as a model file, in words that never suggest turning safety off."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    what = ("a model file is what `equipot train` writes (RUN_DIR/model.pt) or `equipot.save_model` saves")
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return ValueError(f"{path} is an HDF5 dataset, not a model file; {what}")
+    if head.startswith(b"PK") and b".data/" not in head and (b"archive_format" in head or b"serialized_" in head
+                                                               or path.suffix == ".pt2"):
+        return ValueError(f"{path} is an exported program (equipot export), not a model file; load it with "
+                          f"torch.export.load; {what}")
+    if head and not head.startswith(b"PK") and b"\0" not in head and _is_utf8(head):
+        return ValueError(f"{path} is a text file (a structure or config?), not a model file; {what}")
+    pids = _other_writers(path)
+    if pids:
+        return ValueError(f"{path} cannot be read now: process {pids[0]} has it open (is it still being "
+                          f"written?); try again when that process is done")
+    text = str(exc).split("\n")[0]
+    if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        return ValueError(f"{path} holds Python objects that an equipot model file never contains; they were "
+                          f"refused without being run; {what}")
+    return ValueError(f"{path}: not a readable model file, truncated or corrupt ({text})")
+
+
+def _check_payload(path: Path, payload: Any) -> dict[str, Any]:
+    """The payload's config dict, after checking the file's structure (ValueError naming the file)."""
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not an equipot model file (no format marker)")
+    version = payload.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{path}: model format version must be an integer, got {version!r}")
+    if version > MODEL_VERSION:
+        raise ValueError(f"{path} was written by a newer equipot (model format {version}; this one reads up to "
+                         f"{MODEL_VERSION})")
+    config = payload.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: the model file has no config mapping (found {type(config).__name__})")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: the model file has no state_dict of tensors")
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{path}: weight '{key}' holds NaN or inf; the model cannot give finite energies")
+    return config
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Potential:
-    """Load a model written by :func:`save_model`. Never runs code from the file."""
+    """Load a model written by :func:`save_model`. Never runs code from the file.
+
+    Every way a file can fail to be a usable model is a ValueError naming the file and what is
+    wrong with it (another kind of file, a damaged file, weights that do not fit the config,
+    non-finite weights or reference energies).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a model file (a run directory holds model.pt)")
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # the unpickler's errors name the offending global
-        raise ValueError(f"{path} is not a loadable equipot model file: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not an equipot model file (no format marker)")
-    if payload.get("version", 0) > MODEL_VERSION:
-        raise ValueError(f"{path} was written by a newer equipot (model format {payload['version']})")
+    except Exception as exc:  # the unpickler fails in many ways; the file, not equipot, is at fault
+        raise _not_a_model(path, exc) from None
+    values = _check_payload(path, payload)
     known = {f.name for f in fields(PotentialConfig)}
-    config = PotentialConfig(**{k: v for k, v in payload["config"].items() if k in known})
-    config.backbone_options = _upgrade_options(config.backbone, config.backbone_options, payload.get("version", 0))
-    model = Potential(config)
+    try:
+        config = PotentialConfig(**{k: v for k, v in values.items() if k in known})
+        config.backbone_options = _upgrade_options(config.backbone, config.backbone_options,
+                                                   payload.get("version", 0))
+        if config.unresolved():
+            raise ValueError(f"fields {', '.join(config.unresolved())} are not set")
+        numbers = [config.scale, config.shift, *config.reference_list()]
+        if not all(math.isfinite(float(x)) for x in numbers):
+            raise ValueError("scale, shift or reference energies are NaN or inf")
+        model = Potential(config)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: the model config is not valid: {exc}") from None
     state = payload["state_dict"]
     dtype = next((v.dtype for k, v in state.items() if k.startswith("backbone.") and v.is_floating_point()),
                  torch.float32)
     model.to(dtype)
     if "energy_correction" not in state:  # files written before the correction existed
         state = {**state, "energy_correction": torch.zeros_like(model.energy_correction)}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split("\n")[1:2]).strip() or str(exc).split("\n")[0]
+        raise ValueError(f"{path}: the weights do not fit the model its config describes ({detail})") from None
     return model

@@ -58,7 +58,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..ops.message import spatial_message
+from ..ops.message import spatial_message, spherical_kernel, spherical_message
 from .radial import BesselBasis, GaussianBasis, polynomial_envelope
 from .registry import register_backbone
 from .sphere import GRIDS, legendre, orientation_grid, sphere_invariants
@@ -193,11 +193,11 @@ class _Layer(nn.Module):
         super().__init__()
         c, k = cfg.hidden, cfg.kernel_dim
         self.kernel = cfg.kernel
+        self.degrees = 1 if cfg.r3_only else cfg.angular_degree + 1  # Legendre degrees 0..L of the kernel
         if cfg.kernel == "mlp":
             self.edge = nn.Sequential(nn.Linear(k, k), nn.SiLU())
         else:
-            n_angular = 1 if cfg.r3_only else cfg.angular_degree + 1
-            k = n_angular * -(-k // n_angular)  # whole radial functions per degree
+            k = self.degrees * -(-k // self.degrees)  # whole radial functions per degree
             self.radial_head = nn.Linear(cfg.radial_hidden, k)
         self.weight = nn.Parameter(torch.randn(k, c) / k**0.5)
         self.sphere = _SphereConv(cfg.angular_degree, c) if use_sphere else None
@@ -205,19 +205,25 @@ class _Layer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(c, cfg.widening * c), nn.SiLU(), nn.Linear(cfg.widening * c, c))
         self.layer_scale = nn.Parameter(torch.ones(c))
 
+    def radial_functions(self, edge: tuple[Tensor, ...], envelope: Tensor) -> Tensor:
+        """rho_lm(|r|) [E, L+1, M] of this layer's radial kernel (see Ponita.edge_features)."""
+        rho = self.radial_head(edge[2]) * envelope[:, None]  # [E, K]
+        return rho.view(rho.shape[0], self.degrees, rho.shape[-1] // self.degrees)
+
     def edge_kernel(self, edge: tuple[Tensor, ...], envelope: Tensor) -> Tensor:
-        """phi [E, O, K] of this layer from the shared edge features (see Ponita.edge_features)."""
+        """phi [E, O, K] of this layer (formed whole: for analysis; the message never stores it)."""
         if self.kernel == "mlp":
             return self.edge(edge[0]) * envelope[:, None, None]
-        angular, trunk = edge  # [E, O, L+1], [E, H]
-        rho = self.radial_head(trunk) * envelope[:, None]  # [E, K]
-        rho = rho.view(rho.shape[0], 1, angular.shape[-1], rho.shape[-1] // angular.shape[-1])  # [E, 1, L+1, M]
-        return (angular.unsqueeze(-1) * rho).flatten(-2)
+        return spherical_kernel(edge[0], edge[1], self.radial_functions(edge, envelope))
 
     def forward(self, h: Tensor, edge: tuple[Tensor, ...], envelope: Tensor, edge_index: Tensor,
                 legendre_cos: Tensor | None, lowpass: Tensor | None, norm: float) -> Tensor:
-        phi = self.edge_kernel(edge, envelope)
-        m = spatial_message(phi, self.weight, h, edge_index, h.shape[0]) / norm
+        if self.kernel == "mlp":
+            m = spatial_message(self.edge_kernel(edge, envelope), self.weight, h, edge_index, h.shape[0])
+        else:  # the kernel is formed block by block from the edge vectors (ops.spherical_message)
+            m = spherical_message(edge[0], edge[1], self.radial_functions(edge, envelope), self.weight, h,
+                                  edge_index, h.shape[0])
+        m = m / norm
         if self.sphere is not None:
             m = self.sphere(m, legendre_cos)
         x = h + m
@@ -273,23 +279,30 @@ class Ponita(nn.Module):
                 self.readout[-1].weight.mul_(0.1)
 
     def edge_features(self, edge_vec: Tensor, grid: Tensor) -> tuple[Tensor, ...]:
-        """What the layers' kernels are built from: ``mlp``: (phi0 [E, O, K],); ``radial``:
-        (P_l(o·r̂) [E, O, L+1], radial trunk [E, H]). Before the cutoff envelope; grid [O, 3]."""
+        """What the layers' kernels are built from: ``mlp``: (phi0 [E, O, K],); ``radial``: (edge
+        vectors [E, 3], grid [O, 3], radial trunk [E, H]), the Legendre polynomials of o·r̂ being
+        formed inside the message. Before the cutoff envelope; grid [O, 3] (one point for r3_only)."""
         cfg = self.config
         r = torch.sqrt((edge_vec * edge_vec).sum(-1, keepdim=True))  # [E, 1]
         radial = self.basis(r) * self.edge_input_gain  # [E, 1, n]
         if cfg.kernel == "radial":
-            trunk = self.radial(radial[:, 0])
-            if cfg.r3_only:
-                return torch.ones_like(r)[:, :, None], trunk
-            cos = (edge_vec @ grid.T) / r.clamp(min=1e-9)  # o·r̂ [E, O]
-            return legendre(cos, cfg.angular_degree), trunk
+            return edge_vec, grid, self.radial(radial[:, 0])
         if cfg.r3_only:
             return (self.edge_embed(radial),)
         cos = (edge_vec @ grid.T) / r.clamp(min=1e-9)
         angular = legendre(cos, cfg.angular_degree)  # [E, O, L+1]
         feats = (radial.unsqueeze(-1) * angular.unsqueeze(-2)).flatten(-2)  # [E, O, n (L+1)]
         return (self.edge_embed(feats),)
+
+    def inference_bytes(self, num_nodes: int, num_edges: int, itemsize: int) -> int:
+        """Estimated peak memory (bytes) of energy + forces for a graph of that size on the CPU:
+        each layer keeps ~16 node-feature tensors [N, O, C] (or their width) for the backward; the
+        edges keep their radial functions. Calibrated on water boxes (benchmarks/RESULTS.md)."""
+        cfg = self.config
+        points = max(len(self.grid), len(self.eval_grid))
+        nodes = 16 * cfg.layers * num_nodes * points * cfg.hidden
+        edges = num_edges * (4 * cfg.radial_hidden + 2 * cfg.layers * cfg.kernel_dim + 16)
+        return (nodes + edges) * itemsize
 
     def set_eval_grid(self, grid: str | None, size: int | None) -> None:
         """Use another orientation grid in eval mode (null = the training grid); weights unchanged."""

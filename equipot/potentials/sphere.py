@@ -22,6 +22,8 @@ import math
 import torch
 from torch import Tensor
 
+from ..ops.legendre import legendre
+
 GRIDS = ("auto", "fibonacci", "icosahedron", "dodecahedron", "repulsion")
 FIXED_SIZES = {"icosahedron": 12, "dodecahedron": 20}
 
@@ -123,11 +125,3 @@ def quadrature_error(grid: Tensor, degree: int) -> float:
 def sphere_invariants(grid: Tensor) -> Tensor:
     """Cosines between orientations o_k · o_l, [O, O]."""
     return grid @ grid.T
-
-
-def legendre(x: Tensor, degree: int) -> Tensor:
-    """Legendre polynomials P_0..P_L of x in [-1, 1], [..., L + 1] (Bonnet's recursion)."""
-    out = [torch.ones_like(x), x]
-    for n in range(1, degree):
-        out.append(((2 * n + 1) * x * out[n] - n * out[n - 1]) / (n + 1))
-    return torch.stack(out[: degree + 1], dim=-1)

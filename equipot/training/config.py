@@ -378,7 +378,7 @@ def resume_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> 
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run directory")
+        raise FileNotFoundError(f"{run_dir} is not a training run directory (no such folder)")
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run directory (no config.yaml)")

@@ -24,6 +24,8 @@ class Splits:
 def _open(path: str | None, split: str | None, what: str) -> H5Dataset:
     if path is None:
         raise ValueError(f"data.{what}_file is not set")
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"data.{what}_file: {path} is a folder, not a file")
     if not Path(path).is_file():
         raise FileNotFoundError(f"data.{what}_file: {path} does not exist")
     return H5Dataset(path, split=split)
@@ -79,7 +81,8 @@ def check_dataset_elements(dataset: H5Dataset, elements: Sequence[int], what: st
 
 
 def check_targets(dataset: H5Dataset, property_name: str | None, what: str) -> None:
-    """ValueError when ``dataset`` lacks what the loss needs."""
+    """ValueError when ``dataset`` lacks what the loss needs, or a frame has no atoms or
+    non-finite labels (naming file, field and frame)."""
     if property_name is not None:
         if property_name not in dataset.property_names():
             known = ", ".join(dataset.property_names()) or "none"
@@ -91,6 +94,7 @@ def check_targets(dataset: H5Dataset, property_name: str | None, what: str) -> N
                              f"(shape {shape}); only scalar properties can be trained")
     elif not dataset.has("energy") and not dataset.has("forces"):
         raise ValueError(f"{dataset.path}: {what} data has neither energy nor forces to train on")
+    dataset.check_labels(property_name)
 
 
 def target_values(dataset: H5Dataset, property_name: str | None) -> np.ndarray | None:

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..data import H5Dataset
 from ..data.loader import make_loader
 from ..potentials.base import Potential
 from .distributed import DistInfo, all_reduce_sum
@@ -53,6 +54,8 @@ def evaluate(
     property model, ``<property>``/``<property>_ref`` [M].
     """
     info = dist_info or DistInfo()
+    if isinstance(dataset, H5Dataset):
+        dataset.check_labels(property_name)  # NaN labels would give NaN metrics and a NaN "best" model
     weights = weights or LossWeights(property_name=property_name)
     targets_here = available_targets(dataset)
     want_forces = property_name is None and "forces" in targets_here

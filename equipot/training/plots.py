@@ -22,6 +22,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path, dpi: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)  # only once there is a figure to put in it
     with atomic_write(path, keep_suffix=True) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     return path
@@ -34,12 +35,12 @@ def learning_curves(run_dir: Path, out_dir: Path, dpi: int = 120) -> Path | None
     steps = np.asarray(cols.get("step", []))
     if steps.size == 0:
         return None
-    panels = [("loss", [("train_loss", "train"), ("valid_loss", "valid")], "loss")]
+    panels = [("loss", [("train_loss", "training (mean over the epoch)"), ("valid_loss", "validation")], "loss")]
     maes = [(k, k[: -len("_mae")]) for k in cols if k.endswith("_mae")]
     labels = {"energy": "energy MAE (meV)", "energy_per_atom": "energy MAE (meV/atom)",
               "forces": "force MAE (meV/Å)", "stress": "stress MAE (meV/Å^3)"}
     for key, name in maes:
-        panels.append((name, [(key, "valid")], labels.get(name, f"{name} MAE")))
+        panels.append((name, [(key, "validation")], labels.get(name, f"{name} MAE")))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, layout="constrained")
     for ax, (name, series, ylabel) in zip(axes[0], panels):
         factor = 1000.0 if name in labels else 1.0
@@ -48,48 +49,101 @@ def learning_curves(run_dir: Path, out_dir: Path, dpi: int = 120) -> Path | None
             ok = np.isfinite(values) & (values > 0)
             if ok.any():
                 ax.plot(steps[ok], values[ok], marker="o", ms=2.5, lw=1.2, label=label)
-        ax.set_yscale("log")
+        lows, highs = ax.dataLim.y0, ax.dataLim.y1
+        if lows > 0 and highs / lows > 3:  # log scale only where there is a range to show on it
+            ax.set_yscale("log")
+            _plain_log_ticks(ax)
+        else:
+            _readable(ax)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(6, integer=True))
         ax.set_xlabel("optimiser step")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-        if len(series) > 1:
-            ax.legend()
+        ax.legend(fontsize=8)
     fig.suptitle(f"{run_dir.name}: learning curves")
     path = _save(fig, out_dir / "learning_curves.png", dpi)
     plt.close(fig)
     return path
 
 
-def parity(predictions: dict[str, np.ndarray], title: str, path: Path, dpi: int = 120) -> Path | None:
-    """Predicted against reference energy per atom, forces and properties: one panel each."""
-    plt = _pyplot()
+def _plain_log_ticks(ax) -> None:
+    """Log-scale y labels as plain numbers (matplotlib would write 7.9425×10^1)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    plain = FuncFormatter(lambda value, _: f"{value:.3g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    ax.yaxis.set_minor_formatter(plain)
+
+
+def _readable(ax) -> None:
+    """At most five plain tick labels per axis (no offset text that collides with the title)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(5))
+    ax.ticklabel_format(useOffset=False, style="plain")
+
+
+def _parity_panels(predictions: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray, str]]:
+    """(label with unit, reference, predicted, MAE unit) per panel, in display units (meV, meV/Å)."""
     panels = []
     if "energy" in predictions and "energy_ref" in predictions:
-        n = predictions["num_atoms"]
-        panels.append(("energy per atom (eV/atom)", predictions["energy_ref"] / n, predictions["energy"] / n, 1e3,
-                       "meV/atom"))
+        n = predictions["num_atoms"].astype(float)
+        ref, pred = predictions["energy_ref"], predictions["energy"]
+        # relative to the reference mean: absolute energies (~1e4 eV) hide meV errors in their digits
+        panels.append(("energy − mean reference (meV)", (ref - ref.mean()) * 1e3, (pred - ref.mean()) * 1e3, "meV"))
+        per = ref / n
+        panels.append(("energy per atom − mean reference (meV/atom)", (per - per.mean()) * 1e3,
+                       (pred / n - per.mean()) * 1e3, "meV/atom"))
     if "forces" in predictions and "forces_ref" in predictions:
         panels.append(("force components (eV/Å)", predictions["forces_ref"].ravel(), predictions["forces"].ravel(),
-                       1e3, "meV/Å"))
+                       "meV/Å"))
     if "stress" in predictions and "stress_ref" in predictions:
-        panels.append(("stress components (eV/Å^3)", predictions["stress_ref"].ravel(),
-                       predictions["stress"].ravel(), 1e3, "meV/Å^3"))
+        panels.append(("stress components (meV/Å^3)", predictions["stress_ref"].ravel() * 1e3,
+                       predictions["stress"].ravel() * 1e3, "meV/Å^3"))
     for key in predictions:
         if key.endswith("_ref") and key[:-4] not in ("energy", "forces", "stress") and key[:-4] in predictions:
-            panels.append((key[:-4], predictions[key].ravel(), predictions[key[:-4]].ravel(), 1.0, ""))
+            panels.append((key[:-4], predictions[key].ravel(), predictions[key[:-4]].ravel(), ""))
+    return panels
+
+
+def parity(predictions: dict[str, np.ndarray], title: str, path: Path, dpi: int = 120) -> Path | None:
+    """Predicted against reference: energy and energy per atom relative to the reference mean (meV),
+    force and stress components, properties; and the force MAE of each element. One panel each."""
+    from ase.data import chemical_symbols
+
+    plt = _pyplot()
+    panels = _parity_panels(predictions)
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 4.2), squeeze=False, layout="constrained")
-    for ax, (label, ref, pred, factor, unit) in zip(axes[0], panels):
+    per_element = "forces" in predictions and "forces_ref" in predictions and "numbers" in predictions
+    count = len(panels) + per_element
+    fig, axes = plt.subplots(1, count, figsize=(4.2 * count, 4.4), squeeze=False, layout="constrained")
+    for ax, (label, ref, pred, unit) in zip(axes[0], panels):
         lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
         ax.plot([lo, hi], [lo, hi], color="0.5", lw=1)
         ax.scatter(ref, pred, s=4, alpha=0.5)
-        mae = float(np.abs(pred - ref).mean()) * factor
-        ax.set_title(f"MAE {mae:.3g} {unit}".strip())
+        scale = 1e3 if unit == "meV/Å" else 1.0  # force panels are drawn in eV/Å, their MAE told in meV/Å
+        mae = float(np.abs(pred - ref).mean()) * scale
+        ax.set_title(f"MAE {mae:.3g} {unit}".strip(), fontsize=10)
         ax.set_xlabel(f"reference {label}")
         ax.set_ylabel(f"predicted {label}")
         ax.set_aspect("equal", adjustable="datalim")
         ax.grid(True, alpha=0.3)
+        _readable(ax)
+    if per_element:
+        ax = axes[0][-1]
+        numbers = predictions["numbers"].astype(int)
+        err = np.abs(predictions["forces"] - predictions["forces_ref"]).mean(axis=1) * 1e3
+        elements = np.unique(numbers)
+        maes = [float(err[numbers == z].mean()) for z in elements]
+        ax.bar([chemical_symbols[z] for z in elements], maes, color="C1")
+        ax.set_title("force MAE per element", fontsize=10)
+        ax.set_ylabel("force MAE (meV/Å)")
+        ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle(title)
     out = _save(fig, path, dpi)
     plt.close(fig)
@@ -97,22 +151,42 @@ def parity(predictions: dict[str, np.ndarray], title: str, path: Path, dpi: int 
 
 
 def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, dpi: int = 120) -> list[Path]:
-    """Write ``learning_curves.png`` and ``parity_<split>.png`` for a run; returns the files written."""
+    """Write ``learning_curves.png`` and ``parity_<split>.png`` for a run; returns the files written.
+
+    Nothing is created (not even the output folder) when the run has nothing to plot.
+    """
+    import yaml
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    sources = [run_dir / "metrics.csv", *(run_dir / f"predictions_{s}.npz" for s in ("valid", "test"))]
+    if not any(p.is_file() for p in sources):
+        raise FileNotFoundError(f"{run_dir} is not a training run directory (no metrics.csv or predictions_*.npz)")
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"plot folder {out} is a file")
+    data = {}
+    if (run_dir / "config.yaml").is_file():
+        data = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("data", {})
     written = []
-    curve = learning_curves(run_dir, out, dpi)
-    if curve is not None:
-        written.append(curve)
+    if (run_dir / "metrics.csv").is_file():
+        curve = learning_curves(run_dir, out, dpi)
+        if curve is not None:
+            written.append(curve)
     for split in ("valid", "test"):
         path = run_dir / f"predictions_{split}.npz"
         if path.is_file():
-            with np.load(path) as data:
-                preds = {k: data[k] for k in data.files}
-            p = parity(preds, f"{run_dir.name}: {split} set", out / f"parity_{split}.png", dpi)
+            try:
+                with np.load(path) as npz:
+                    preds = {k: npz[k] for k in npz.files}
+            except (OSError, ValueError, EOFError) as exc:  # np.load reports a damaged file in these ways
+                raise ValueError(f"{path}: cannot read the predictions ({exc})") from None
+            key = "train_file" if split == "valid" or not data.get("test_file") else "test_file"
+            source = Path(data[key]).name if data.get(key) else "data"
+            what = {"valid": "validation", "test": "test"}[split]
+            title = f"{run_dir.name}: {what} set of {source} ({len(preds.get('num_atoms', []))} frames)"
+            p = parity(preds, title, out / f"parity_{split}.png", dpi)
             if p is not None:
                 written.append(p)
     return written

@@ -222,9 +222,10 @@ class Trainer:
 
     def _check_data(self) -> None:
         prop = self.config.train.property
-        check_targets(self.splits.train, prop, "training")
-        if self.splits.valid is not None:
-            check_targets(self.splits.valid, prop, "validation")
+        for ds, what in ((self.splits.train, "training"), (self.splits.valid, "validation"),
+                         (self.splits.test, "test")):
+            if ds is not None:
+                check_targets(ds, prop, what)
 
     def _check_monitor(self) -> None:
         from .metrics import metric_keys

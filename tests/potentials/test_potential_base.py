@@ -103,7 +103,7 @@ class _Evil:
 def test_load_model_refuses_pickled_code(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"format": "equipot.model", "version": 1, "config": {}, "state_dict": {}, "x": _Evil()}, path)
-    with pytest.raises(ValueError, match="not a loadable equipot model"):
+    with pytest.raises(ValueError, match="holds Python objects that an equipot model file never contains"):
         load_model(path)
     assert "must never run" not in capsys.readouterr().out
     path.write_bytes(pickle.dumps(_Evil()))

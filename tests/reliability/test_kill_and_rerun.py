@@ -95,20 +95,25 @@ def big_npz(tmp_path_factory) -> Path:
     return path
 
 
-def _timed_write(args: list[str], cwd: Path, tmp: Path) -> float:
-    """Run a conversion to completion; return how long its ``.tmp`` output existed (s)."""
+def _temporaries(out: Path) -> list[Path]:
+    """The writer's temporary files of ``out`` (``.out.h5.<random>.tmp``)."""
+    return sorted(out.parent.glob(f".{out.name}.*.tmp"))
+
+
+def _timed_write(args: list[str], cwd: Path, out: Path) -> float:
+    """Run a conversion to completion; return how long its temporary output existed (s)."""
     proc = _start(args, cwd)
-    while not tmp.exists() and proc.poll() is None:
+    while not _temporaries(out) and proc.poll() is None:
         time.sleep(0.002)
     t0 = time.monotonic()
     assert proc.wait(timeout=300) == 0, proc.stderr.read()
     return time.monotonic() - t0
 
 
-def _kill_while_writing(args: list[str], cwd: Path, tmp: Path, delay: float) -> bool:
-    """Start a conversion, SIGKILL it ``delay`` s after its ``.tmp`` output appeared; True if killed."""
+def _kill_while_writing(args: list[str], cwd: Path, out: Path, delay: float) -> bool:
+    """Start a conversion, SIGKILL it ``delay`` s after its temporary output appeared; True if killed."""
     proc = _start(args, cwd)
-    while not tmp.exists() and proc.poll() is None:
+    while not _temporaries(out) and proc.poll() is None:
         time.sleep(0.002)
     return _kill_at(proc, delay)
 
@@ -116,26 +121,27 @@ def _kill_while_writing(args: list[str], cwd: Path, tmp: Path, delay: float) -> 
 def _convert_with_kills(big_npz: Path, tmp_path: Path, n_kills: int, seed: int) -> None:
     args = ["convert", str(big_npz), "--format", "rmd17", "-q"]
     reference = tmp_path / "reference.h5"
-    write_time = _timed_write([*args, "-o", str(reference)], tmp_path, tmp_path / "reference.h5.tmp")
+    write_time = _timed_write([*args, "-o", str(reference)], tmp_path, reference)
     expected = _h5_content(reference)
     rng = np.random.default_rng(seed)
-    out, stale = tmp_path / "out.h5", tmp_path / "out.h5.tmp"
+    out = tmp_path / "out.h5"
     killed = 0
     for k in range(n_kills):
         # a moment while the file is written (and, on odd k, now and then just after it was
         # renamed); even k kill in the first half, so that at least one kill lands mid-write
         delay = rng.uniform(0.0, 1.1 if k % 2 else 0.5) * write_time
-        stale.unlink(missing_ok=True)  # so the wait above sees this run's own tmp file appear
-        killed += _kill_while_writing([*args, "-o", str(out), "--overwrite"], tmp_path, stale, delay)
+        for stale in _temporaries(out):  # so the wait above sees this run's own temporary file appear
+            stale.unlink()
+        killed += _kill_while_writing([*args, "-o", str(out), "--overwrite"], tmp_path, out, delay)
         if out.exists():  # killed after the rename: it must be the whole file
             assert _same_h5(_h5_content(out), expected), "a killed conversion left a partial output file"
-        leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("reference.h5", "out.h5",
-                                                                                "out.h5.tmp"))
+        allowed = {"reference.h5", "out.h5", ".out.h5.lock", *(p.name for p in _temporaries(out))}
+        leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name not in allowed)
         assert leftovers == [], leftovers
-    assert stale.exists() or out.exists()
-    _run([*args, "-o", str(out), "--overwrite"], tmp_path)  # the rerun, over a stale out.h5.tmp if any
+    assert _temporaries(out) or out.exists()
+    _run([*args, "-o", str(out), "--overwrite"], tmp_path)  # the rerun, over a killed run's temporary file if any
     assert _same_h5(_h5_content(out), expected)
-    assert not stale.exists()
+    assert not _temporaries(out) and not (tmp_path / ".out.h5.lock").exists()
     assert killed >= 1, "no conversion was still running when killed: the test measured nothing"
 
 
