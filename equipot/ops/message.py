@@ -229,17 +229,17 @@ class _SphericalMessage(Function):
         if need_g:
             raise RuntimeError("spherical_message: the orientation grid takes no gradient")
         if torch.is_grad_enabled():  # a differentiable backward (training on forces): plain expressions
-            with torch.enable_grad():
-                v, r, w, x = (t.detach().requires_grad_(n) for t, n in
-                              ((vec, need_v), (radial, need_r), (weight, need_w), (h, need_h)))
-                out = (spherical_kernel(v, grid, r) @ w) * x[sender]
-                out = scatter_sum(out, receiver, grad.shape[0], backend="torch")
-            inputs = [t for t, n in ((v, need_v), (r, need_r), (w, need_w), (x, need_h)) if n]
-            grads = iter(g if g is not None else torch.zeros_like(t)  # degree 0 does not depend on vec
-                         for g, t in zip(torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True),
-                                         inputs))
-            return (next(grads) if need_v else None, None, next(grads) if need_r else None,
-                    next(grads) if need_w else None, next(grads) if need_h else None, None, None, None)
+            phi = spherical_kernel(vec, grid, radial)
+            grad_phi, grad_w, grad_h = _torch_backward(phi, weight, h, grad, sender, receiver,
+                                                       (need_v or need_r, need_w, need_h))
+            grad_v = grad_r = None
+            if need_v or need_r:
+                wrt = [t for t, n in ((vec, need_v), (radial, need_r)) if n]
+                found = torch.autograd.grad(phi, wrt, grad_phi, create_graph=True, allow_unused=True)
+                found = [g if g is not None else torch.zeros_like(t) for g, t in zip(found, wrt)]  # degree 0: no vec
+                grad_v = found.pop(0) if need_v else None
+                grad_r = found.pop(0) if need_r else None
+            return grad_v, None, grad_r, grad_w, grad_h, None, None, None
         degree = radial.shape[1] - 1
         grad_v = torch.empty_like(vec) if need_v else None
         grad_r = torch.empty_like(radial) if need_r else None

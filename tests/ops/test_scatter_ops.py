@@ -220,3 +220,36 @@ def test_blocked_cpu_message_matches_naive_over_many_blocks(monkeypatch):
         return spatial_message(p, w, x, edge_index, 7, backend="torch")
 
     assert torch.autograd.gradgradcheck(fn, (phi, weight, h), fast_mode=True)
+
+
+@pytest.mark.parametrize("degree", [0, 3])
+def test_spherical_message_matches_the_formed_kernel_over_many_blocks(monkeypatch, degree):
+    """The CPU path forms P_l(o·r̂) radial[e, l, m] block by block (and again in the backward);
+    with 16-edge blocks it must equal the message of the whole kernel formed first: values,
+    gradients (edge vectors included) and double backward. Degree 0 is the r3_only case."""
+    from equipot.ops import message
+    from equipot.ops.message import spherical_kernel, spherical_message
+    from equipot.potentials.sphere import orientation_grid
+
+    monkeypatch.setattr(message, "_BLOCK_BYTES", 1)
+    edge_index, g = _graph(7, 61)
+    vec = (torch.randn(61, 3, dtype=torch.float64, generator=g) * 2).requires_grad_(True)
+    grid = orientation_grid("icosahedron", 12)
+    radial = torch.randn(61, degree + 1, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn((degree + 1) * 2, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    h = torch.randn(7, 12, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    out = spherical_message(vec, grid, radial, weight, h, edge_index, 7)
+    ref = _naive_message(spherical_kernel(vec, grid, radial), weight, h, edge_index, 7)
+    torch.testing.assert_close(out, ref)
+    probe = torch.randn(out.shape, dtype=torch.float64, generator=g)
+    inputs = (vec, radial, weight, h)
+    ref_grads = torch.autograd.grad((ref * probe).sum(), inputs, allow_unused=True)  # degree 0: no vec
+    for a, b, x in zip(torch.autograd.grad((out * probe).sum(), inputs), ref_grads, inputs):
+        torch.testing.assert_close(a, torch.zeros_like(x) if b is None else b)
+
+    def fn(v, r, w, x):
+        return spherical_message(v, grid, r, w, x, edge_index, 7)
+
+    # (fast mode trips over the edge vectors that a degree-0 kernel does not depend on)
+    assert torch.autograd.gradcheck(fn, inputs, fast_mode=degree > 0)
+    assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=degree > 0)
