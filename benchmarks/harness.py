@@ -4,8 +4,9 @@ recipe and the same wall-clock budget.
 Both models see the same training frames (``n_train`` of the official ``train_01`` split, drawn
 with ``seed``), the same validation frames (``n_valid`` of the rest, used to pick the best EMA
 weights) and are tested on the same ``n_test`` frames of the official ``test_01`` split. The
-recipe: AdamW (AMSGrad), linear warm-up then ReduceLROnPlateau, gradient clipping, EMA of the
-weights, loss = energy_weight * (ΔE/atom)^2 + forces_weight * (ΔF)^2 (eV, eV/Å), reference
+recipe: AdamW (AMSGrad), linear warm-up then a cosine decay to the end of the budget (equipot's
+default when a time or step budget is set), gradient clipping, EMA of the weights,
+loss = energy_weight * (ΔE/atom)^2 + forces_weight * (ΔF)^2 (eV, eV/Å), reference
 energies by least squares, scale = RMS of the training forces. equipot is trained by
 :func:`equipot.training.train` (what ``equipot train`` runs); MACE, which equipot's trainer
 cannot drive, by :func:`run_mace`, the same loop written out with equipot's schedule and EMA
@@ -110,7 +111,8 @@ def equipot_config(args: argparse.Namespace, h5: Path, label: str = "equipot") -
         f"train.max_time={args.budget}", "train.epochs=1000000", f"train.device={args.device}",
         f"train.run_dir={Path(args.out) / f'{label}_{datetime.now():%Y%m%d_%H%M%S}'}",
         "train.checkpoint_every=0", "train.progress=false",
-        *([f"train.max_steps={args.max_steps}"] if args.max_steps else []), *args.overrides,
+        *([f"train.max_steps={args.max_steps}"] if args.max_steps else []),
+        *([f"train.threads={args.threads}"] if args.threads else []), *args.overrides,
     ]
     return load_config(None, overrides)
 
@@ -187,7 +189,8 @@ def run_mace(args: argparse.Namespace, train_ds: H5Dataset, valid_ds: H5Dataset,
         loader = torch_geometric.dataloader.DataLoader(train_data, batch_size=args.batch_size, shuffle=True,
                                                        generator=g)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, amsgrad=True, weight_decay=0.0)
-        schedule = LRSchedule(opt, args.lr, warmup_steps=50, kind="plateau", factor=0.8, patience=5, min_lr=1e-6)
+        # equipot's default for a time or step budget: cosine to min_lr at the end of the budget
+        schedule = LRSchedule(opt, args.lr, warmup_steps=50, kind="cosine", min_lr=1e-6)
         ema = EMA(model, 0.99)
 
         def predict(m, batch, training):
@@ -219,7 +222,8 @@ def run_mace(args: argparse.Namespace, train_ds: H5Dataset, valid_ds: H5Dataset,
             model.train()
             for batch in loader:
                 step += 1
-                schedule.set_step(step)
+                done = (time.perf_counter() - t0) / args.budget
+                schedule.set_step(step, max(done, step / args.max_steps if args.max_steps else 0.0))
                 batch, out = predict(model, batch, True)
                 n = (batch.ptr[1:] - batch.ptr[:-1]).double()
                 loss = (args.energy_weight * (((out["energy"] - batch.energy) / n) ** 2).mean()

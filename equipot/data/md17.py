@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .conversion import Inputs, add_splits, collect_splits, open_inputs, progress_bar, relabel_error
+from .conversion import Inputs, Splits, add_splits, collect_splits, open_inputs, progress_bar, relabel_error
 from .npz import NpzFile, npz_keys
 from .units import KCAL_MOL, energy_factor, length_factor
 from .writer import HDF5Writer
@@ -174,20 +174,13 @@ def convert_rmd17(
             raise ValueError(f"{paths[0]}: inputs differ in which old_* keys they have; "
                              f"pass keep_old=False to drop them")
         counts = [m if limit is None else min(m, limit) for _, m, _ in checked]
-        total = sum(counts)
         with HDF5Writer(output, source=", ".join(p.name for p in paths), level_of_theory=level_of_theory,
                         overwrite=overwrite,
                         attrs={"source_format": "rmd17", "molecule": _molecule_name(paths),
                                "source_energy_unit": "kcal/mol", "source_length_unit": "Angstrom"}) as w:
-            bar = progress_bar(total, f"rmd17 -> {Path(output).name}", progress)
-            start = 0
-            for npz, (z, _, old), count, name in zip(files, checked, counts, names):
-                _write_rmd17_file(w, npz, z, count, old, bar)
-                if name is not None:
-                    w.add_split(name, np.arange(start, start + count))
-                start += count
-            bar.close()
-            add_splits(w, extra_splits, total, limit)
+            _write_inputs(w, [lambda bar, npz=npz, c=c, n=n: _write_rmd17_file(w, npz, c[0], n, c[2], bar)
+                              for npz, c, n in zip(files, checked, counts)],
+                          counts, names, extra_splits, limit, f"rmd17 -> {Path(output).name}", progress)
             w.set_units("positions", "Angstrom", source_unit="Angstrom")
             w.set_units("energy", "eV", source_unit="kcal/mol")
             w.set_units("forces", "eV/Angstrom", source_unit="kcal/mol/Angstrom")
@@ -201,6 +194,21 @@ def convert_rmd17(
         for npz in files:
             npz.close()
     return Path(output)
+
+
+def _write_inputs(w: HDF5Writer, writers: list, counts: list[int], names: list[str | None], extra_splits: Splits,
+                  limit: int | None, desc: str, progress: bool) -> None:
+    """Write each input (``writers[k](bar)`` writes input k's ``counts[k]`` frames) in order, record
+    each named input as a split of its frames, then the extra splits."""
+    bar = progress_bar(sum(counts), desc, progress)
+    start = 0
+    for write, count, name in zip(writers, counts, names):
+        write(bar)
+        if name is not None:
+            w.add_split(name, np.arange(start, start + count))
+        start += count
+    bar.close()
+    add_splits(w, extra_splits, sum(counts), limit)
 
 
 def _write_rmd17_file(w: HDF5Writer, npz: NpzFile, z: np.ndarray, count: int, old: list[str], bar) -> None:
@@ -259,20 +267,13 @@ def convert_md17(
         e_unit, r_unit = units.pop()
         theory = level_of_theory or ", ".join(sorted({i["theory"] for i in infos if i["theory"]})) or "unknown"
         counts = [i["m"] if limit is None else min(i["m"], limit) for i in infos]
-        total = sum(counts)
         with HDF5Writer(output, source=", ".join(p.name for p in paths), level_of_theory=theory,
                         overwrite=overwrite,
                         attrs={"source_format": "md17", "molecule": ",".join(sorted({i["name"] for i in infos})),
                                "source_energy_unit": e_unit, "source_length_unit": r_unit}) as w:
-            bar = progress_bar(total, f"md17 -> {Path(output).name}", progress)
-            start = 0
-            for npz, info, count, name in zip(files, infos, counts, names):
-                _write_md17_file(w, npz, info, count, bar)
-                if name is not None:
-                    w.add_split(name, np.arange(start, start + count))
-                start += count
-            bar.close()
-            add_splits(w, extra_splits, total, limit)
+            _write_inputs(w, [lambda bar, npz=npz, i=i, n=n: _write_md17_file(w, npz, i, n, bar)
+                              for npz, i, n in zip(files, infos, counts)],
+                          counts, names, extra_splits, limit, f"md17 -> {Path(output).name}", progress)
             w.set_units("positions", "Angstrom", source_unit=r_unit)
             w.set_units("energy", "eV", source_unit=e_unit)
             w.set_units("forces", "eV/Angstrom", source_unit=f"{e_unit}/{r_unit}")

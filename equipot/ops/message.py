@@ -228,19 +228,14 @@ class _SphericalMessage(Function):
         need_v, need_g, need_r, need_w, need_h = ctx.needs_input_grad[:5]
         if need_g:
             raise RuntimeError("spherical_message: the orientation grid takes no gradient")
-        if torch.is_grad_enabled():  # a differentiable backward (training on forces): plain expressions
-            phi = spherical_kernel(vec, grid, radial)
-            grad_phi, grad_w, grad_h = _torch_backward(phi, weight, h, grad, sender, receiver,
-                                                       (need_v or need_r, need_w, need_h))
-            grad_v = grad_r = None
-            if need_v or need_r:
-                wrt = [t for t, n in ((vec, need_v), (radial, need_r)) if n]
-                found = torch.autograd.grad(phi, wrt, grad_phi, create_graph=True, allow_unused=True)
-                found = [g if g is not None else torch.zeros_like(t) for g, t in zip(found, wrt)]  # degree 0: no vec
-                grad_v = found.pop(0) if need_v else None
-                grad_r = found.pop(0) if need_r else None
+        needs = (need_v, need_r, need_w, need_h)
+        if torch.is_grad_enabled():
+            # A differentiable backward (training on forces): the same expressions over all edges at once,
+            # so autograd records them (the blocked loop below writes into preallocated tensors).
+            grad_v, grad_r, grad_w, msg_h = _spherical_grads(vec, grid, radial, weight, h, grad, sender, receiver,
+                                                             needs)
+            grad_h = scatter_sum(msg_h, sender, h.shape[0], backend="torch") if need_h else None
             return grad_v, None, grad_r, grad_w, grad_h, None, None, None
-        degree = radial.shape[1] - 1
         grad_v = torch.empty_like(vec) if need_v else None
         grad_r = torch.empty_like(radial) if need_r else None
         grad_w = torch.zeros_like(weight) if need_w else None
@@ -248,28 +243,45 @@ class _SphericalMessage(Function):
         starts, step = _blocks(vec.shape[0], h.shape[1] * h.shape[2] * h.element_size())
         for s in starts:
             sl = slice(s, s + step)
-            cos, r = _cosines(vec[sl], grid)
-            p, dp = legendre_and_derivative(cos, degree)  # [b, O, L + 1]
-            phi = _outer(p, radial[sl])
-            grad_e = grad.index_select(0, receiver[sl])
-            if need_v or need_r or need_w:
-                t = grad_e * h.index_select(0, sender[sl])  # [b, O, C]
-                if need_v or need_r:
-                    g = (t @ weight.transpose(0, 1)).view(*p.shape, radial.shape[-1])  # [b, O, L + 1, M]
-                    if need_r:
-                        torch.sum(g * p.unsqueeze(-1), 1, out=grad_r[sl])
-                    if need_v:
-                        g_cos = ((g * radial[sl].unsqueeze(1)).sum(-1) * dp).sum(-1)  # [b, O]
-                        # d(o·r̂)/dr = (o - (o·r̂) r̂) / |r|
-                        unit = vec[sl] / r
-                        grad_v[sl] = (g_cos @ grid - (g_cos * cos).sum(-1, keepdim=True) * unit) / r
-                if need_w:
-                    grad_w += torch.einsum("eob,eoc->bc", phi, t)
+            gv, gr, gw, msg_h = _spherical_grads(vec[sl], grid, radial[sl], weight, h, grad, sender[sl],
+                                                 receiver[sl], needs)
+            if need_v:
+                grad_v[sl] = gv
+            if need_r:
+                grad_r[sl] = gr
+            if need_w:
+                grad_w += gw
             if need_h:
-                msg = phi @ weight
-                msg.mul_(grad_e)
-                grad_h.index_add_(0, sender[sl], msg)
+                grad_h.index_add_(0, sender[sl], msg_h)
         return grad_v, None, grad_r, grad_w, grad_h, None, None, None
+
+
+def _spherical_grads(vec: Tensor, grid: Tensor, radial: Tensor, weight: Tensor, h: Tensor, grad: Tensor,
+                     sender: Tensor, receiver: Tensor, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
+    """Gradients (vec [e, 3], radial [e, L + 1, M], weight [B, C]) of the spherical message for the edges
+    given, and their contributions [e, O, C] to grad h (to be summed over senders), from the output
+    gradient ``grad`` [N, O, C]; plain torch expressions (differentiable when grad mode is on)."""
+    need_v, need_r, need_w, need_h = needs
+    cos, r = _cosines(vec, grid)
+    p, dp = legendre_and_derivative(cos, radial.shape[1] - 1)  # [e, O, L + 1]
+    phi = _outer(p, radial)
+    grad_e = grad.index_select(0, receiver)
+    grad_v = grad_r = grad_w = msg_h = None
+    if need_v or need_r or need_w:
+        t = grad_e * h.index_select(0, sender)  # [e, O, C]
+        if need_v or need_r:
+            g = (t @ weight.transpose(0, 1)).view(*p.shape, radial.shape[-1])  # [e, O, L + 1, M]
+            if need_r:
+                grad_r = (g * p.unsqueeze(-1)).sum(1)
+            if need_v:
+                g_cos = ((g * radial.unsqueeze(1)).sum(-1) * dp).sum(-1)  # [e, O]
+                # d(o·r̂)/dr = (o - (o·r̂) r̂) / |r|
+                grad_v = (g_cos @ grid - (g_cos * cos).sum(-1, keepdim=True) * (vec / r)) / r
+        if need_w:
+            grad_w = torch.einsum("eob,eoc->bc", phi, t)
+    if need_h:
+        msg_h = (phi @ weight).mul_(grad_e) if not torch.is_grad_enabled() else (phi @ weight) * grad_e
+    return grad_v, grad_r, grad_w, msg_h
 
 
 def spherical_message(vec: Tensor, grid: Tensor, radial: Tensor, weight: Tensor, h: Tensor, edge_index: Tensor,

@@ -60,3 +60,30 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.initialized_here and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def rank_agreement(model: torch.nn.Module, info: DistInfo) -> float:
+    """Largest parameter difference between rank 0 and any rank (0.0 for one process)."""
+    if not info.enabled:
+        return 0.0
+    flat = torch.cat([p.detach().double().reshape(-1).cpu() for p in model.parameters()])
+    ref = flat.clone()
+    dist.broadcast(ref, src=0)
+    diff = torch.tensor([float((flat - ref).abs().max())], dtype=torch.float64)
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff[0])
+
+
+def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; under DDP on CUDA each rank takes ``cuda:LOCAL_RANK``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device is {name!r} but CUDA is not available (use train.device=cpu)")
+        if info is not None and info.enabled and name == "cuda":
+            name = f"cuda:{info.local_rank}"
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"train.device: {name!r} is not a torch device (cpu, cuda, cuda:N, auto)") from None

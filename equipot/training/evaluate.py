@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,6 +12,7 @@ from torch.utils.data import Dataset
 from ..data import H5Dataset
 from ..data.loader import make_loader
 from ..potentials.base import Potential
+from ..safe_write import atomic_write
 from .distributed import DistInfo, all_reduce_sum
 from .losses import LossWeights, combine, loss_terms
 from .metrics import ErrorStats, metric_keys
@@ -113,3 +116,14 @@ def _collect(preds: dict[str, list[np.ndarray]], out, targets, graph, property_n
             put(key, out[key])
             if key in targets:
                 put(f"{key}_ref", targets[key])
+
+
+def write_predictions(model: Potential, dataset: H5Dataset, path: Path, weights: LossWeights, config: Any,
+                      device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+    """Evaluate ``model`` on ``dataset`` as a training run's ``config`` says and write its
+    predictions (:func:`evaluate`'s ``keep_predictions``) to ``path`` (.npz) atomically; returns the metrics."""
+    result = evaluate(model, dataset, config.data.valid_batch_size, device, dtype, weights, config.train.property,
+                      config.data.num_workers, keep_predictions=True)
+    with atomic_write(path) as tmp, tmp.open("wb") as fh:
+        np.savez(fh, **result.predictions)
+    return result.metrics

@@ -22,14 +22,11 @@ import json
 import math
 import os
 import random
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -48,34 +45,16 @@ from .data import (
     build_splits,
     check_targets,
 )
-from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from .distributed import all_reduce_sum, barrier, init_distributed, rank_agreement, resolve_device, shutdown
 from .ema import EMA
 from .energy_fit import EnergyFit
-from .evaluate import available_targets, evaluate
+from .evaluate import available_targets, evaluate, write_predictions
+from .interrupts import StopSignals, TrainingInterrupted
 from .losses import LossWeights, combine, loss_terms
 from .metrics import MetricsCSV, epoch_line, format_table
 from .model_from_data import model_from_data
 from .sampler import EpochSampler
 from .schedule import LRSchedule
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped by SIGINT/SIGTERM after writing a checkpoint; the text says how to resume."""
-
-
-def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; under DDP on CUDA each rank takes ``cuda:LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"train.device is {name!r} but CUDA is not available (use train.device=cpu)")
-        if info is not None and info.enabled and name == "cuda":
-            name = f"cuda:{info.local_rank}"
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"train.device: {name!r} is not a torch device (cpu, cuda, cuda:N, auto)") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -190,7 +169,7 @@ class Trainer:
         self.elapsed = 0.0
         self._t0: float | None = None
         self.finished = False
-        self.interrupted: str | None = None
+        self.signals = StopSignals()
         self.ddp_model: nn.Module = self.model
         self.targets = available_targets(self.splits.train)
         self.terms = self.weights.terms(self.targets)
@@ -411,43 +390,16 @@ class Trainer:
         at once.
         """
         try:
-            with self._catch_signals():
+            with self.signals.catching():
                 if not self.finished:
                     self._loop()
-            if self.interrupted:
-                raise TrainingInterrupted(f"interrupted by {self.interrupted} at step {self.step}; checkpoint saved. "
-                                          f"Resume with: equipot train --resume {self.run_dir}")
+            if self.signals.received:
+                raise TrainingInterrupted(f"interrupted by {self.signals.received} at step {self.step}; checkpoint "
+                                          f"saved. Resume with: equipot train --resume {self.run_dir}")
             return self._finish()
         finally:
             self._unlock()
             shutdown(self.dist)
-
-    @contextmanager
-    def _catch_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self.interrupted:  # a second signal: the user means now
-                raise KeyboardInterrupt
-            self.interrupted = signal.Signals(signum).name
-
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
-    def _interrupt_requested(self) -> bool:
-        """Whether a signal asked to stop (on any DDP rank: all ranks stop at the same step)."""
-        flag = torch.tensor([1.0 if self.interrupted else 0.0], dtype=torch.float64)
-        if self.dist.enabled:
-            flag = all_reduce_sum(flag, self.dist)
-            if float(flag[0]) > 0 and not self.interrupted:
-                self.interrupted = "a signal to another process"
-        return float(flag[0]) > 0
 
     def _loop(self) -> None:
         from tqdm import tqdm
@@ -474,7 +426,7 @@ class Trainer:
                 self.epoch_loss[1] += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{self.epoch_loss[0] / self.epoch_loss[1]:.4g}", refresh=False)
-                if self._interrupt_requested():
+                if self.signals.requested(self.dist):
                     bar.close()
                     self.elapsed = self.now_elapsed()
                     self._t0 = None
@@ -559,21 +511,8 @@ class Trainer:
                 f"scale {m.scale:.5g} eV, atomic energies (eV) {{{e0}}}\n  run directory {self.run_dir}")
 
     # ------------------------------------------------------------------ end
-    def _rank_agreement(self) -> float:
-        """Largest parameter difference between rank 0 and any rank (0.0 for one process)."""
-        if not self.dist.enabled:
-            return 0.0
-        import torch.distributed as dist
-
-        flat = torch.cat([p.detach().double().reshape(-1).cpu() for p in self.eval_model.parameters()])
-        ref = flat.clone()
-        dist.broadcast(ref, src=0)
-        diff = torch.tensor([float((flat - ref).abs().max())], dtype=torch.float64)
-        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
-        return float(diff[0])
-
     def _finish(self) -> dict:
-        rank_diff = self._rank_agreement()
+        rank_diff = rank_agreement(self.eval_model, self.dist)
         summary = {"steps": self.step, "epochs": self.epoch, "time_s": round(self.elapsed, 3),
                    "best_step": self.best_step, f"best_valid_{self.config.train.monitor}": self.best,
                    "processes": self.dist.world_size, "ddp_max_param_diff": rank_diff}
@@ -585,17 +524,12 @@ class Trainer:
             save_model(self.eval_model, best_path)
 
         best = load_model(best_path).to(device=self.device, dtype=self.dtype)
-        units = self.splits.train.units()
         for name, ds in (("valid", self.splits.valid), ("test", self.splits.test)):
-            if ds is None:
-                continue
-            result = evaluate(best, ds, self.config.data.valid_batch_size, self.device, self.dtype, self.weights,
-                              self.config.train.property, self.config.data.num_workers, keep_predictions=True)
-            summary[name] = result.metrics
-            with atomic_write(self.run_dir / f"predictions_{name}.npz") as tmp, tmp.open("wb") as fh:
-                np.savez(fh, **result.predictions)
-            self.log(f"{name} ({len(ds)} frames), model.pt (step {self.best_step}):\n"
-                     + format_table(result.metrics, units))
+            if ds is not None:
+                summary[name] = write_predictions(best, ds, self.run_dir / f"predictions_{name}.npz", self.weights,
+                                                  self.config, self.device, self.dtype)
+                self.log(f"{name} ({len(ds)} frames), model.pt (step {self.best_step}):\n"
+                         + format_table(summary[name], self.splits.train.units()))
         with atomic_write(self.run_dir / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
         return summary

@@ -253,3 +253,35 @@ def test_spherical_message_matches_the_formed_kernel_over_many_blocks(monkeypatc
     # (fast mode trips over the edge vectors that a degree-0 kernel does not depend on)
     assert torch.autograd.gradcheck(fn, inputs, fast_mode=degree > 0)
     assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=degree > 0)
+
+
+@pytest.mark.parametrize("degree", [0, 3])
+def test_spherical_message_trains_on_forces_like_the_formed_kernel(monkeypatch, degree):
+    """Training on forces: edge vectors and radial functions both computed from the positions, forces by
+    autograd with create_graph, then a force loss differentiated to the parameters. Must equal the formed
+    kernel to rounding (float64). An earlier backward that called autograd.grad inside the backward
+    doubled the forces here, although gradgradcheck on independent leaf inputs passed."""
+    from equipot.ops import message
+    from equipot.ops.message import spherical_kernel, spherical_message
+    from equipot.potentials.sphere import orientation_grid
+
+    monkeypatch.setattr(message, "_BLOCK_BYTES", 1)
+    edge_index, g = _graph(7, 61)
+    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+    pos = (torch.randn(7, 3, dtype=torch.float64, generator=g) * 2).requires_grad_(True)
+    grid = orientation_grid("icosahedron", 12)
+    proj = torch.randn(3, (degree + 1) * 2, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn((degree + 1) * 2, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    h0 = torch.randn(7, 12, 5, dtype=torch.float64, generator=g, requires_grad=True)
+
+    def force_loss_grads(message_fn):
+        vec = pos[edge_index[1]] - pos[edge_index[0]]
+        radial = torch.tanh(vec @ proj).view(-1, degree + 1, 2)
+        energy = (message_fn(vec, radial, torch.tanh(h0)) ** 2).sum()
+        forces, = torch.autograd.grad(energy, pos, create_graph=True)
+        return (forces, *torch.autograd.grad((forces ** 2).sum(), (proj, weight, h0)))
+
+    got = force_loss_grads(lambda v, r, x: spherical_message(v, grid, r, weight, x, edge_index, 7))
+    ref = force_loss_grads(lambda v, r, x: _naive_message(spherical_kernel(v, grid, r), weight, x, edge_index, 7))
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b)

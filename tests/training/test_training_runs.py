@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import importlib
 import os
 import signal
 import subprocess
@@ -156,13 +157,13 @@ def test_a_run_killed_before_its_first_checkpoint_starts_afresh(ethanol_h5, tmp_
 
 def test_predictions_never_half_written(ethanol_h5, tmp_path, monkeypatch):
     """A full disk while the predictions are written: one clear error, no file under the final name."""
-    import equipot.training.trainer as trainer
+    evaluate_module = importlib.import_module("equipot.training.evaluate")  # the module, not the function
 
     def savez_fills_the_disk(fh, **arrays):
         fh.write(b"PK\x03\x04 partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(trainer.np, "savez", savez_fills_the_disk)
+    monkeypatch.setattr(evaluate_module.np, "savez", savez_fills_the_disk)
     run = tmp_path / "run"
     with pytest.raises(OSError, match="no space left on the device") as info:
         train(_config(ethanol_h5, run, "train.epochs=1"), log=lambda s: None)

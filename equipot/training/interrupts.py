@@ -1,0 +1,53 @@
+"""Ctrl-C and SIGTERM during training: finish the step, save, stop (see ``Trainer.fit``)."""
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from .distributed import DistInfo, all_reduce_sum
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT/SIGTERM after writing a checkpoint; the text says how to resume."""
+
+
+class StopSignals:
+    """SIGINT and SIGTERM turned into a request to stop after the current step.
+
+    ``received`` names the first signal. A second signal raises KeyboardInterrupt at once (the user
+    means now). Signals can be caught only in the main thread; elsewhere they keep their handlers.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+
+    @contextmanager
+    def catching(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.received:
+                raise KeyboardInterrupt
+            self.received = signal.Signals(signum).name
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def requested(self, dist: DistInfo) -> bool:
+        """Whether a signal asked to stop, on this or any DDP rank (so that all stop at one step)."""
+        flag = torch.tensor([1.0 if self.received else 0.0], dtype=torch.float64)
+        if dist.enabled:
+            flag = all_reduce_sum(flag, dist)
+            if float(flag[0]) > 0 and not self.received:
+                self.received = "a signal to another process"
+        return float(flag[0]) > 0
