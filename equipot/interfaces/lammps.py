@@ -155,6 +155,9 @@ class MLIAPEquipot:
             raise _user_error("per-atom virials (compute stress/atom, centroid/stress/atom) are not provided by "
                               "pair_style mliap with an equipot model; remove that compute")
         nlocal, ntotal = int(data.nlistatoms), int(data.ntotal)
+        if nlocal == 0:  # a rank whose domain holds no atom (vacuum): nothing to add
+            data.energy = 0.0
+            return
         numbers = np.asarray(data.elems)[:ntotal].astype(np.int64) + 1  # element_types index -> Z
         receiver = np.asarray(data.pair_i).astype(np.int64)
         sender = np.asarray(data.pair_j).astype(np.int64)
@@ -218,6 +221,9 @@ class MLIAPEquipot:
 
     def _check_elements(self, numbers: np.ndarray) -> None:
         unknown = sorted(set(np.unique(numbers).tolist()) - self._known)
+        if unknown and unknown[0] < 1:
+            raise _user_error("pair_coeff maps an atom type to NULL: pair_style mliap with an equipot model needs an "
+                              "element for every atom type")
         if unknown:
             names = ", ".join(chemical_symbols[z] for z in unknown)
             known = " ".join(chemical_symbols[z] for z in sorted(self._known))

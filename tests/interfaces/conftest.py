@@ -12,7 +12,8 @@ Where LAMMPS comes from, in order:
 3. Neither: the tests that need LAMMPS are skipped, saying so.
 
 The build links LAMMPS to this Python's libpython; at run time the embedded interpreter finds
-this Python's packages (torch, equipot) because this Python's folder comes first on PATH.
+this Python's packages (torch, equipot) because this Python's folder comes first on PATH
+(:class:`equipot.interfaces.lammps_run.LAMMPSInstall`).
 """
 from __future__ import annotations
 
@@ -21,44 +22,15 @@ import hashlib
 import os
 import subprocess
 import sys
-import sysconfig
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from equipot.interfaces.lammps_run import LAMMPSInstall
+
 REPO = Path(__file__).resolve().parents[2]
 TARBALL = REPO.parent / "shared" / "lammps" / "lammps-src-2Aug2023.tar.gz"
 BUILD_SCRIPT = REPO / "tools" / "build_lammps.sh"
-
-
-@dataclass
-class LAMMPS:
-    """A LAMMPS installation: ``prefix/bin/lmp``, ``prefix/bin/mpirun``."""
-
-    prefix: Path
-
-    def env(self) -> dict[str, str]:
-        """The environment LAMMPS runs in: this Python first on PATH, this checkout's equipot."""
-        env = dict(os.environ)
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), str(self.prefix / "bin"), env.get("PATH", "")])
-        libs = [str(self.prefix / "lib"), sysconfig.get_config_var("LIBDIR") or ""]
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [env.get("LD_LIBRARY_PATH", "")])
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(self.prefix / "python"), env.get("PYTHONPATH", "")])
-        env["OMP_NUM_THREADS"] = "1"  # ranks share the 2 cores of CI
-        return env
-
-    def run(self, input_text: str, cwd: Path, ranks: int = 1, timeout: float = 600) -> subprocess.CompletedProcess:
-        """Run ``input_text`` on ``ranks`` MPI ranks in ``cwd``; stdout and stderr together in ``.stdout``."""
-        (cwd / "in.lammps").write_text(input_text)
-        cmd = [str(self.prefix / "bin" / "mpirun"), "-np", str(ranks), str(self.prefix / "bin" / "lmp"),
-               "-in", "in.lammps", "-log", "log.lammps", "-nocite"]
-        return subprocess.run(cmd, cwd=cwd, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=timeout)
-
-
-def _usable(prefix: Path) -> bool:
-    return (prefix / "bin" / "lmp").is_file() and (prefix / "bin" / "mpirun").is_file()
 
 
 def _cache_prefix() -> Path:
@@ -73,7 +45,7 @@ def _build(prefix: Path) -> None:
     done = prefix / ".done"
     with open(prefix.parent / f"{prefix.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second test run waits here, then finds the marker
-        if done.is_file() and _usable(prefix):
+        if done.is_file() and LAMMPSInstall(prefix).usable():
             return
         done.unlink(missing_ok=True)
         log = prefix.parent / f"{prefix.name}.log"
@@ -91,18 +63,18 @@ def _build(prefix: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def lammps() -> LAMMPS:
+def lammps() -> LAMMPSInstall:
     """The LAMMPS the tests run (see the module docstring); skips when there is none."""
     given = os.environ.get("EQUIPOT_LAMMPS")
     if given:
-        prefix = Path(given)
-        if not _usable(prefix):
+        install = LAMMPSInstall(Path(given))
+        if not install.usable():
             pytest.fail(f"EQUIPOT_LAMMPS={given} has no bin/lmp and bin/mpirun", pytrace=False)
-        return LAMMPS(prefix)
+        return install
     if not TARBALL.is_file():
         pytest.skip(f"no LAMMPS: set EQUIPOT_LAMMPS to a prefix built by tools/build_lammps.sh, or put the LAMMPS "
                     f"source at {TARBALL}")
-    prefix = _cache_prefix()
-    if not ((prefix / ".done").is_file() and _usable(prefix)):
-        _build(prefix)
-    return LAMMPS(prefix)
+    install = LAMMPSInstall(_cache_prefix())
+    if not ((install.prefix / ".done").is_file() and install.usable()):
+        _build(install.prefix)
+    return install

@@ -30,6 +30,7 @@ from ase.md.verlet import VelocityVerlet
 from equipot import AtomicGraph, EquiCalc, build_potential, save_model
 from equipot.cli.main import main
 from equipot.interfaces.lammps import LAMMPSInputError, MLIAPEquipot, ghost_cutoff, write_lammps_model
+from equipot.interfaces.lammps_run import read_dump, thermo_table, write_data
 from equipot.neighbors import neighbor_list
 from equipot.potentials.base import atom_energies
 
@@ -39,7 +40,6 @@ SKIN = 1.0
 LAYERS = 3
 COMM_CUTOFF = LAYERS * CUTOFF + SKIN
 NKTV2P = 1.6021765e6  # LAMMPS metal units: bar per eV/Å^3 (update.cpp)
-MASSES = {1: 1.008, 6: 12.011, 8: 15.999}  # ASE's, so LAMMPS and ASE integrate the same atoms
 
 
 def small_model(r3_only: bool = False):
@@ -292,21 +292,6 @@ def test_export_command_writes_the_file_and_the_input_lines(models, tmp_path, ca
 
 
 # ------------------------------------------------------------------------------ through LAMMPS
-def write_data(atoms: Atoms, path) -> None:
-    """A LAMMPS data file (atom_style atomic, orthorhombic box from 0), types in ELEMENTS order,
-    positions to the last bit."""
-    types = {z: k + 1 for k, z in enumerate(ELEMENTS)}
-    lines = [f"equipot test\n\n{len(atoms)} atoms\n{len(ELEMENTS)} atom types\n"]
-    for d, name in zip(np.diag(atoms.cell.array), "xyz"):
-        lines.append(f"0 {d:.17g} {name}lo {name}hi")
-    lines.append("\nMasses\n")
-    lines += [f"{types[z]} {MASSES[z]}" for z in ELEMENTS]
-    lines.append("\nAtoms # atomic\n")
-    lines += [f"{k + 1} {types[z]} {p[0]:.17g} {p[1]:.17g} {p[2]:.17g}"
-              for k, (z, p) in enumerate(zip(atoms.numbers, atoms.positions))]
-    path.write_text("\n".join(lines) + "\n")
-
-
 def lammps_input(pkl, periodic: bool, ranks: int, body: str, comm_cutoff: float = COMM_CUTOFF,
                  ghostneigh: int = 1, elements: str = "H C O") -> str:
     grid = {1: "1 1 1", 2: "1 1 2", 4: "2 2 1"}[ranks]  # the mid-planes cut the box (and the molecule)
@@ -334,38 +319,20 @@ run 0
 """
 
 
-def thermo_rows(output: str) -> np.ndarray:
-    """The thermo table of LAMMPS's output (rows of numbers after the 'Step' header)."""
-    lines = output.splitlines()
-    start = next(k for k, line in enumerate(lines) if line.split()[:1] == ["Step"]) + 1
-    rows = []
-    for line in lines[start:]:
-        if not re.fullmatch(r"\s*[-+0-9.eE ]+", line):
-            break
-        rows.append([float(v) for v in line.split()])
-    return np.array(rows)
-
-
-def read_dump(path) -> np.ndarray:
-    lines = path.read_text().splitlines()
-    n = int(lines[3])
-    return np.array([[float(v) for v in line.split()] for line in lines[9:9 + n]])
-
-
 @pytest.mark.parametrize("system", sorted(SYSTEMS))
 @pytest.mark.parametrize("r3_only", [False, True], ids=["r3s2", "r3"])
 @pytest.mark.parametrize("ranks", [1, 2, 4])
 def test_lammps_matches_equicalc(lammps, models, tmp_path, system, r3_only, ranks):
     atoms = SYSTEMS[system]()
     model_path, pkl = models[r3_only]
-    write_data(atoms, tmp_path / "system.data")
+    write_data(atoms, tmp_path / "system.data", ELEMENTS)
     result = lammps.run(lammps_input(pkl, atoms.pbc.all(), ranks, SINGLE_POINT), tmp_path, ranks)
     assert result.returncode == 0, result.stdout[-3000:]
     dump = read_dump(tmp_path / "forces.dump")
     lammps_atoms = Atoms(numbers=[ELEMENTS[int(t) - 1] for t in dump[:, 1]], positions=dump[:, 2:5],
                          cell=atoms.cell, pbc=atoms.pbc)
     ref = reference(model_path, lammps_atoms)
-    step, pe, volume, *pressure = thermo_rows(result.stdout)[0]
+    step, pe, volume, *pressure = thermo_table(result.stdout)[0]
     assert abs(pe - ref["energy"]) < 1e-10
     np.testing.assert_allclose(dump[:, 8], ref["energies"], atol=1e-10, rtol=0)
     np.testing.assert_allclose(dump[:, 5:8], ref["forces"], atol=1e-10, rtol=0)
@@ -388,7 +355,7 @@ def test_lammps_matches_equicalc(lammps, models, tmp_path, system, r3_only, rank
 ])
 def test_lammps_input_mistakes_are_one_line_errors(lammps, models, tmp_path, case, message):
     model_path, pkl = models[False]
-    write_data(water_box(), tmp_path / "system.data")
+    write_data(water_box(), tmp_path / "system.data", ELEMENTS)
     options, body = {}, "run 0\n"
     if case == "element":
         options["elements"] = "H C N"
@@ -421,7 +388,7 @@ def test_lammps_nve_conserves_energy_like_ase(lammps, models, tmp_path):
     digits: mvv2e = 1.0364269e-4), so both conserve energy alike."""
     model_path, pkl = models[True]
     atoms = water_box()
-    write_data(atoms, tmp_path / "system.data")
+    write_data(atoms, tmp_path / "system.data", ELEMENTS)
     body = """velocity all create 300 4928459 mom yes rot no dist gaussian
 dump v all custom 40 traj.dump id vx vy vz
 dump_modify v sort id format float %.17g
@@ -436,13 +403,12 @@ run 40
     for ranks in (1, 2):
         result = lammps.run(lammps_input(pkl, True, ranks, body), tmp_path, ranks)
         assert result.returncode == 0, result.stdout[-3000:]
-        runs[ranks] = thermo_rows(result.stdout)
+        runs[ranks] = thermo_table(result.stdout)
         if ranks == 1:
             velocities = read_dump(tmp_path / "traj.dump")[:, 1:4]
     n = len(atoms)
     np.testing.assert_allclose(runs[2][:, 3] / n, runs[1][:, 3] / n, atol=1e-9, rtol=0)
 
-    atoms.set_masses([MASSES[z] for z in atoms.numbers])
     atoms.set_velocities(velocities / (1000 * units.fs))  # Å/ps -> ASE units
     atoms.calc = EquiCalc(model_path)
     dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
