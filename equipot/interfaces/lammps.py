@@ -24,8 +24,10 @@ rank evaluates the model on its atoms and the ghost atoms within k hops (:mod:`.
 the forces on all of them by autograd of the sum of its local energies with respect to the pair
 vectors, and writes them into LAMMPS's force array (LAMMPS sums the ghost forces into their
 owners). The virial comes from LAMMPS's own sum of r·f over local and ghost atoms
-(``virial_fdotr``), so ``pressure``, ``npt`` and ``box/relax`` work; per-atom virials
-(``compute stress/atom``) are not provided and stop the run with an error.
+(``virial_fdotr``), so ``pressure``, ``npt`` and ``box/relax`` work (its off-diagonal elements
+are Σ x_a f_b: for a model that is not exactly rotation invariant, such as ponita on an
+orientation grid, they differ from EquiCalc's symmetrised stress by the model's torque); per-atom
+virials (``compute stress/atom``) are not provided and stop the run with an error.
 
 Checks, each a one-line LAMMPS error: an element in ``pair_coeff`` the model was not trained
 on (when an atom of that type is present), no ghost neighbour lists, a ghost shell shallower

@@ -6,7 +6,7 @@ Where LAMMPS comes from, in order:
    ``bin/mpirun``, ``lib/`` and the LAMMPS Python module in ``python/``).
 2. ``../shared/lammps/lammps-src-2Aug2023.tar.gz`` beside the checkout: built by
    ``tools/build_lammps.sh`` into ``~/.cache/equipot/lammps-<sha256 of the tarball>-py<X.Y>``
-   (about 12 minutes on 2 cores, once; outside the clone, so later runs and other clones reuse
+   (4-10 minutes on 2 cores, once; outside the clone, so later runs and other clones reuse
    it). A file lock keeps two test runs from building at once, and the build counts only when
    its ``.done`` marker exists (written last, atomically), so an interrupted build is redone.
 3. Neither: the tests that need LAMMPS are skipped, saying so.
@@ -49,7 +49,7 @@ def _build(prefix: Path) -> None:
             return
         done.unlink(missing_ok=True)
         log = prefix.parent / f"{prefix.name}.log"
-        sys.__stderr__.write(f"\nbuilding LAMMPS from {TARBALL} into {prefix} (once, ~12 min; log {log})\n")
+        sys.__stderr__.write(f"\nbuilding LAMMPS from {TARBALL} into {prefix} (once, 4-10 min; log {log})\n")
         env = {**os.environ, "PYTHON": sys.executable}
         with open(log, "w") as out:
             result = subprocess.run(["bash", str(BUILD_SCRIPT), str(TARBALL), str(prefix)], stdout=out,
