@@ -418,3 +418,19 @@ run 40
         energies.append(atoms.get_total_energy())
     energies = np.array(energies)
     np.testing.assert_allclose(runs[1][:, 3] / n, energies / n, atol=1e-6, rtol=0)
+
+
+def test_lammps_benchmark_script_runs(lammps, capsys):
+    """benchmarks/lammps_md.py end to end on a 24-atom box (its speed and NVE tables)."""
+    from benchmarks import lammps_md
+
+    common = ["--lammps", str(lammps.prefix), "--r3-only", "--hidden", "8", "--cores", "1"]
+    assert lammps_md.main([*common, "--sides", "2", "--ranks", "1", "2", "--steps", "2"]) == 0
+    assert lammps_md.main([*common, "--nve", "--side", "2", "--steps", "4"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| 24 |")]
+    assert [r[2].strip() for r in rows] == ["LAMMPS", "LAMMPS", "ASE + EquiCalc"]
+    assert all(float(r[4]) > 0 for r in rows)
+    nve = {line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| LAMMPS,") or
+           line.startswith("| ASE")}
+    assert nve == {"LAMMPS, 1 rank", "LAMMPS, 2 ranks", "ASE + EquiCalc"}
