@@ -425,12 +425,11 @@ def test_lammps_benchmark_script_runs(lammps, capsys):
     from benchmarks import lammps_md
 
     common = ["--lammps", str(lammps.prefix), "--r3-only", "--hidden", "8", "--cores", "1"]
-    assert lammps_md.main([*common, "--sides", "2", "--ranks", "1", "2", "--steps", "2"]) == 0
-    assert lammps_md.main([*common, "--nve", "--side", "2", "--steps", "4"]) == 0
+    assert lammps_md.main([*common, "--sides", "2", "--ranks", "2", "--steps", "1", "--no-ase"]) == 0
+    assert lammps_md.main([*common, "--nve", "--side", "2", "--steps", "2"]) == 0
     out = capsys.readouterr().out
     rows = [line.split("|") for line in out.splitlines() if line.startswith("| 24 |")]
-    assert [r[2].strip() for r in rows] == ["LAMMPS", "LAMMPS", "ASE + EquiCalc"]
-    assert all(float(r[4]) > 0 for r in rows)
+    assert [(r[2].strip(), r[3].strip()) for r in rows] == [("LAMMPS", "2 x 1")] and float(rows[0][4]) > 0
     nve = {line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| LAMMPS,") or
            line.startswith("| ASE")}
     assert nve == {"LAMMPS, 1 rank", "LAMMPS, 2 ranks", "ASE + EquiCalc"}
