@@ -6,7 +6,7 @@ import runpy
 import sys
 
 ENTRY_POINTS = ("train_md17", "accuracy", "backbones", "symmetry", "speed", "interleaved", "md_throughput",
-                "scaling", "kernels", "peers")
+                "scaling", "kernels", "peers", "lammps_md")
 
 
 def main(argv: list[str]) -> int:

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .graph import AtomicGraph
 from .ops.backends import use_backend
-from .potentials.base import Potential
+from .potentials.base import Potential, atom_energies
 from .safe_write import atomic_write
 
 
@@ -62,7 +62,7 @@ class EnergyForces(nn.Module):
             "ek,ekl->el", edge_shift.to(positions.dtype), cell[batch[receiver]])
         num_graphs = cell.shape[0]
         out = self.backbone(species, positions, edge_index, edge_vec, batch, num_graphs)
-        node = self.reference[species] + (self.scale * (out - self.isolated[species])).double()
+        node = atom_energies(out, species, self.isolated, self.reference, self.scale)
         energy = torch.zeros(num_graphs, dtype=node.dtype, device=node.device).index_add(0, batch, node)
         (grad,) = torch.autograd.grad([energy.sum()], [positions])
         return energy.detach(), -grad.detach()

@@ -158,8 +158,8 @@ class Potential(nn.Module):
             inputs.append(strain)
         edge_vec = graph.edge_vectors(positions, cell)
         out = self.backbone(species, positions, graph.edge_index, edge_vec, graph.batch, graph.num_graphs)
-        out = out - self._isolated_energies(out.dtype, out.device)[species]
-        node_energy = self.reference_energies(out.device)[species] + (self.config.scale * out).double()
+        node_energy = atom_energies(out, species, self._isolated_energies(out.dtype, out.device),
+                                    self.reference_energies(out.device), self.config.scale)
         energy = scatter_sum(node_energy, graph.batch, graph.num_graphs)
         result = {"energy": energy, "node_energy": node_energy}
         if need_grad:
@@ -172,6 +172,15 @@ class Potential(nn.Module):
             if compute_stress:
                 result["stress"] = grads[-1] / volume.view(-1, 1, 1)
         return result
+
+
+def atom_energies(out: Tensor, species: Tensor, isolated: Tensor, reference: Tensor, scale: float) -> Tensor:
+    """Per-atom energies [N] eV (float64) from the backbone's output ``out`` [N]: the one energy
+    expression, ``reference[s] + scale * (out - isolated[s])`` for an atom of species ``s``
+    (``isolated`` [S]: the backbone's output for a lone atom; ``reference`` [S] eV float64:
+    :meth:`Potential.reference_energies`). Shared by :meth:`Potential.forward`, the exported
+    program and the LAMMPS interface, so that all of them give the same numbers."""
+    return reference[species] + (scale * (out - isolated[species])).double()
 
 
 def element_counts(numbers_per_frame: Sequence[np.ndarray], elements: Sequence[int]) -> np.ndarray:

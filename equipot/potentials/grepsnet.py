@@ -185,6 +185,7 @@ class GRepsNet(nn.Module):
         self.seed_radial = _mlp(config.basis_size, config.radial_hidden, c + 2 * k)
         self.seed_species = nn.Linear(c, c + 2 * k, bias=False)
         self.layers = nn.ModuleList(_Layer(config) for _ in range(config.layers))
+        self.message_passing_hops = int(config.layers) + 1  # the seed (s, v, t) already sums over edges
         self.readout = _mlp(c + 3 * k, c, 1)
 
     def invariants(self, s: Tensor, v: Tensor, t: Tensor) -> Tensor:

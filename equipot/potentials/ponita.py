@@ -268,6 +268,7 @@ class Ponita(nn.Module):
         self.use_sphere = not config.r3_only and len(train_grid) > 1
         self._on_eval_grid = False
         self.layers = nn.ModuleList(_Layer(config, self.use_sphere) for _ in range(config.layers))
+        self.message_passing_hops = int(config.layers)  # the embedding is per species: one hop a layer
         if config.readout == "every":
             self.heads = nn.ModuleList(nn.Linear(c, 1) for _ in range(config.layers))
             with torch.no_grad():

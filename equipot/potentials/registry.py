@@ -22,6 +22,12 @@ class Backbone(Protocol):
     autograd, so a backbone only maps a batch to per-atom energies. It must be smooth in
     ``edge_vec`` and go to zero smoothly at ``cutoff`` (forces are continuous), and must accept a
     graph without edges (isolated atoms).
+
+    Optional attribute ``message_passing_hops`` (int): the backbone is local, i.e. atom i's
+    energy depends only on the species and the edge vectors within that many edge hops of i,
+    never on ``positions``, ``batch`` or an atom's place in the batch (a message-passing
+    network with that many rounds). The LAMMPS interface (:mod:`equipot.interfaces.lammps`)
+    needs it to know how deep ghost atoms must reach; backbones without it do not run there.
     """
 
     def __init__(self, config: Any, num_species: int, cutoff: float, avg_num_neighbors: float) -> None: ...

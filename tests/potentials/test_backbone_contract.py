@@ -133,3 +133,27 @@ def test_periodic_supercell_and_stress(name):
     np.testing.assert_allclose(e8["forces"][: len(atoms)], e1["forces"], atol=tol * scale)
     np.testing.assert_allclose(e8["stress"][0], e1["stress"][0], atol=tol * max(1.0, np.abs(e1["stress"]).max()))
     assert finite_difference_stress_error(model, atoms, h=1e-5) < 1e-7
+
+
+def test_declared_message_passing_hops_are_exact(name):
+    """A backbone that declares ``message_passing_hops`` = k (what the LAMMPS interface sizes the
+    ghost atoms by): on a zig-zag chain whose only edges join neighbours in the chain, moving
+    atom k changes atom 0's energy, moving atom k + 1 leaves it unchanged to the last bit."""
+    model = make(name)
+    hops = getattr(model.backbone, "message_passing_hops", None)
+    if hops is None:
+        pytest.skip(f"{name} does not declare message_passing_hops (it is not run in LAMMPS)")
+    n = hops + 4
+    # 0.7 cutoff between neighbours, next-nearest 1.3 cutoff apart: hop distance = index distance
+    base = np.array([[0.65 * k, 0.26 * (k % 2), 0.0] for k in range(n)]) * model.cutoff
+
+    def node_energy(moved: int) -> np.ndarray:
+        positions = base.copy()
+        positions[moved] += [0.0, 0.05, 0.07]
+        atoms = Atoms(numbers=[(6, 8, 1)[k % 3] for k in range(n)], positions=positions)
+        graph = AtomicGraph.from_atoms(atoms, model.cutoff, dtype=torch.float64)
+        return model(graph, compute_forces=False)["node_energy"].detach().numpy()
+
+    reference = node_energy(n - 1)
+    assert node_energy(hops)[0] != reference[0]  # grepsnet's reach at k hops is small (~1e-11 eV) but real
+    assert node_energy(hops + 1)[0] == reference[0]
