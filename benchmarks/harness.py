@@ -222,8 +222,8 @@ def run_mace(args: argparse.Namespace, train_ds: H5Dataset, valid_ds: H5Dataset,
             model.train()
             for batch in loader:
                 step += 1
-                done = (time.perf_counter() - t0) / args.budget
-                schedule.set_step(step, max(done, step / args.max_steps if args.max_steps else 0.0))
+                elapsed = (time.perf_counter() - t0) / args.budget  # fraction of the budget, as equipot's trainer
+                schedule.set_step(step, max(elapsed, step / args.max_steps if args.max_steps else 0.0))
                 batch, out = predict(model, batch, True)
                 n = (batch.ptr[1:] - batch.ptr[:-1]).double()
                 loss = (args.energy_weight * (((out["energy"] - batch.energy) / n) ** 2).mean()
