@@ -297,11 +297,12 @@ class Ponita(nn.Module):
 
     def inference_bytes(self, num_nodes: int, num_edges: int, itemsize: int) -> int:
         """Estimated peak memory (bytes) of energy + forces for a graph of that size on the CPU:
-        each layer keeps ~16 node-feature tensors [N, O, C] (or their width) for the backward; the
-        edges keep their radial functions. Calibrated on water boxes (benchmarks/RESULTS.md)."""
+        each layer keeps ~8 node-feature tensors [N, O, C] (or their width) for the backward; the
+        edges keep their radial functions. Calibrated on water boxes of 10 125 and 24 000 atoms, with
+        a margin of ~30 % (benchmarks/RESULTS.md, memory section)."""
         cfg = self.config
         points = max(len(self.grid), len(self.eval_grid))
-        nodes = 16 * cfg.layers * num_nodes * points * cfg.hidden
+        nodes = 8 * cfg.layers * num_nodes * points * cfg.hidden
         edges = num_edges * (4 * cfg.radial_hidden + 2 * cfg.layers * cfg.kernel_dim + 16)
         return (nodes + edges) * itemsize
 
