@@ -56,6 +56,8 @@ from .targets import loss_scale
 #: the spread of the backbone's output among atoms of one element below which the network is dead
 #: (the output is of order 0.01 to 1 by construction; float32 rounding alone leaves ~1e-7 of it)
 DEAD_OUTPUT_STD = 1e-6
+#: training frames whose output spread is checked when there are no validation frames
+DEAD_PROBE_FRAMES = 64
 
 
 class DeadNetworkError(ValueError):
@@ -378,10 +380,14 @@ class Trainer:
         return valid.subset(np.arange(self.dist.rank, len(valid), self.dist.world_size))
 
     def validate(self) -> dict[str, float]:
-        """Validation metrics of the evaluated model; sets ``output_std`` (None without validation)."""
+        """Validation metrics of the evaluated model; sets ``output_std``. Without validation
+        frames, no metrics, and ``output_std`` of the first training frames (a dead network must
+        be caught there too, where the training loss alone would keep it as the best model)."""
         share = self._valid_share()
-        self.output_std = None
         if share is None:
+            probe = self.splits.train.subset(np.arange(min(DEAD_PROBE_FRAMES, len(self.splits.train))))
+            self.output_std = evaluate(self.eval_model, probe, self.config.data.valid_batch_size, self.device,
+                                       self.dtype, property_name=self.config.train.property).output_std
             return {}
         result = evaluate(self.eval_model, share, self.config.data.valid_batch_size, self.device, self.dtype,
                           self.weights, self.config.train.property, self.config.data.num_workers,
@@ -556,7 +562,9 @@ class Trainer:
         rank_diff = rank_agreement(self.eval_model, self.dist)
         summary = {"steps": self.step, "epochs": self.epoch, "time_s": round(self.elapsed, 3),
                    "best_step": self.best_step, f"best_valid_{self.config.train.monitor}": self.best,
-                   "processes": self.dist.world_size, "ddp_max_param_diff": rank_diff, "dead_step": self.dead_step}
+                   "processes": self.dist.world_size, "ddp_max_param_diff": rank_diff, "dead_step": self.dead_step,
+                   "target": {"name": self.model.config.target, "unit": self.model.config.target_unit,
+                              "readout": self.model.config.target_readout}}
         if not self.dist.is_main:
             return summary
         save_model(self.eval_model, self.run_dir / "model_last.pt")

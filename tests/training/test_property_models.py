@@ -85,8 +85,8 @@ def test_property_model_trains_records_its_target_and_evaluates_in_its_unit(qm9_
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith(prop))
     assert row.split()[-1] == unit, out
-    with pytest.raises(SystemExit):  # another property than the model's: one line naming both
-        main(["eval", str(run / "model.pt"), str(qm9_like), "--property", "gap"])
+    # another property than the model's: one line naming both
+    assert main(["eval", str(run / "model.pt"), str(qm9_like), "--property", "gap"]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"predicts '{prop}'" in err and "'gap'" in err
 
@@ -138,6 +138,11 @@ def test_dead_network_is_detected_and_never_kept(qm9_like, tmp_path, monkeypatch
     assert "\n" not in str(info.value) and "died" in str(info.value) and "train.lr" in str(info.value)
     assert not (run / "model.pt").exists() and (run / "model_last.pt").exists()
     assert any("has died" in line for line in lines)
+    # without validation frames the check runs on training frames: still never kept
+    run = tmp_path / "run_novalid"
+    with pytest.raises(trainer_module.DeadNetworkError):
+        train(_config(qm9_like, run, "homo", "data.valid_split=null", "data.valid_size=0"), log=lambda s: None)
+    assert not (run / "model.pt").exists()
 
 
 def test_old_model_file_without_target_loads_as_a_potential(tmp_path):
@@ -155,3 +160,13 @@ def test_old_model_file_without_target_loads_as_a_potential(tmp_path):
 
     graph = AtomicGraph.from_atoms(molecule("H2O"), 4.0)
     assert torch.allclose(old(graph)["energy"], model(graph)["energy"])
+
+
+def test_parity_panels_show_a_property_in_its_unit():
+    from equipot.training.plots import _parity_panels
+
+    values = np.array([1.0, 2.0])
+    (label, ref, pred, unit), = _parity_panels({"mu": values, "mu_ref": values + 0.1}, {"mu": "Debye"})
+    assert (label, unit) == ("mu (Debye)", "Debye") and np.allclose(pred, values)
+    (label, ref, pred, unit), = _parity_panels({"homo": values, "homo_ref": values}, {"homo": "eV"})
+    assert (label, unit) == ("homo (meV)", "meV") and np.allclose(pred, 1000 * values)
