@@ -185,6 +185,7 @@ class Trainer:
         self.signals = StopSignals()
         self.ddp_model: nn.Module = self.model
         self.output_std: float | None = None
+        self._validated_step = -1
         self.dead_step: int | None = None
         self.targets = available_targets(self.splits.train)
         self.terms = self.weights.terms(self.targets)
@@ -478,7 +479,8 @@ class Trainer:
                 end_of_epoch = True
             else:
                 end_of_epoch = False
-            if (end_of_epoch and self.epoch % tc.valid_every == 0) or stop or self.epoch >= tc.epochs:
+            due = (end_of_epoch and self.epoch % tc.valid_every == 0) or stop or self.epoch >= tc.epochs
+            if due and self._validated_step != self.step:  # not twice at one step (valid_every_steps)
                 stop = self._after_validation() or stop
             if end_of_epoch:
                 self.epoch_loss = [0.0, 0]
@@ -490,6 +492,7 @@ class Trainer:
     def _after_validation(self) -> bool:
         """Validate, log, update best/plateau/early stopping. Returns True to stop."""
         tc = self.config.train
+        self._validated_step = self.step
         steps = max(self.epoch_loss[1], 1)
         loss_sum = all_reduce_sum(torch.tensor([self.epoch_loss[0]], dtype=torch.float64), self.dist)
         train_loss = float(loss_sum[0]) / steps / self.dist.world_size
