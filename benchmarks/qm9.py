@@ -71,8 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="equipot: validate every this many steps (train.valid_every_steps)")
     p.add_argument("--out", default="runs/bench_qm9", help="output folder (runs, results.json, results.md)")
     p.add_argument("--peer-python", default=None, help="python of the peers' environment (for SchNet)")
-    p.add_argument("--equipot-options", default="hidden=32,layers=3,grid_size=8,cutoff=5.0",
-                   help="equipot model options, key=value,...")
+    p.add_argument("--equipot-options", default="cutoff=5.0",
+                   help="equipot model options, key=value,... (default: the default model, SchNet's cutoff)")
     p.add_argument("--only", choices=MODELS, help=argparse.SUPPRESS)
     p.add_argument("--target", help=argparse.SUPPRESS)
     return p.parse_args(argv)
