@@ -9,7 +9,8 @@ also gives the MAE of predicting the training mean, the bar any model must clear
 
 - equipot: ``equipot.training.train`` (what ``equipot train`` runs) with the property recipe:
   the target's readout and standardisation (``equipot.training.targets``), its default learning
-  rate and batch size, ``train.property=<target>``, a small R3×S2 model (``--equipot-options``).
+  rate and batch size, ``train.property=<target>``, the default R3×S2 model at a 5 Å cutoff
+  (``--equipot-options``).
 - SchNet: SchNetPack's QM9 setting (Schütt et al. 2018; schnetpack ``configs/experiment/qm9*.yaml``):
   128 features, 6 interactions, 20 Gaussians, cosine cutoff 5 Å, Adam 5e-4, batch 100, MSE on
   the standardised target; readouts as in SchNetPack: an atomwise sum over atoms with QM9's
