@@ -115,7 +115,7 @@ class TrainSection:
         max_steps: stop after this many optimiser steps (null = no limit).
         max_time: stop after this much training time: seconds, or a duration such as ``90s``,
             ``8min``, ``2h`` (null = no limit).
-        lr: peak learning rate of AdamW; null: 5e-3 for a potential, 1e-3 for a property (the
+        lr: peak learning rate of AdamW; null: 5e-3 for a potential, 2e-3 for a property (the
             property rate was chosen by measurement on QM9: benchmarks/RESULTS.md).
         weight_decay: AdamW decoupled weight decay.
         amsgrad: use the AMSGrad variant.

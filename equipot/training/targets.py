@@ -26,7 +26,7 @@ import numpy as np
 
 #: the learning rate of property training when ``train.lr`` is not given (measured on QM9:
 #: benchmarks/RESULTS.md, section QM9)
-PROPERTY_LR = 1e-3
+PROPERTY_LR = 2e-3
 #: the learning rate of energy (+ forces) training when ``train.lr`` is not given
 POTENTIAL_LR = 5e-3
 #: structures per step of property training when ``data.batch_size`` is not given (QM9 molecules
