@@ -158,7 +158,7 @@ def test_old_model_file_without_target_loads_as_a_potential(tmp_path):
     assert old.config.is_potential and old.config.target_readout == "extensive"
     from equipot import AtomicGraph
 
-    graph = AtomicGraph.from_atoms(molecule("H2O"), 4.0)
+    graph = AtomicGraph.from_atoms(molecule("H2O"), 4.0, dtype=torch.float32)
     assert torch.allclose(old(graph)["energy"], model(graph)["energy"])
 
 
