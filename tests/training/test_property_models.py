@@ -170,3 +170,16 @@ def test_parity_panels_show_a_property_in_its_unit():
     assert (label, unit) == ("mu (Debye)", "Debye") and np.allclose(pred, values)
     (label, ref, pred, unit), = _parity_panels({"homo": values, "homo_ref": values}, {"homo": "eV"})
     assert (label, unit) == ("homo (meV)", "meV") and np.allclose(pred, 1000 * values)
+
+
+@pytest.mark.parametrize("command", ["md", "optimize", "export"])
+def test_commands_that_need_forces_refuse_a_property_model(tmp_path, capsys, command):
+    torch.manual_seed(0)
+    model = build_potential("ponita", elements=[1, 8], cutoff=4.0, hidden=16, layers=2, grid_size=8,
+                            target="homo", target_unit="eV", target_readout="intensive")
+    save_model(model, tmp_path / "homo.pt")
+    molecule("H2O").write(tmp_path / "w.xyz")
+    args = [str(tmp_path / "homo.pt")] + ([] if command == "export" else [str(tmp_path / "w.xyz")])
+    assert main([command, *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "a property model (it predicts 'homo' in eV), not a potential" in err
