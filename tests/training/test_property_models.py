@@ -4,7 +4,8 @@ detected; validation every N steps; old model files still energy models.
 
 The data: rattled small molecules (H, C, N, O) labelled with made-up properties of QM9's kinds and
 units: ``U0`` (eV; isolated-atom references stored as atomrefs, as the QM9 converters do), ``homo``
-(eV, intensive) and ``mu`` (Debye: the dipole of fixed neutral element charges).
+(eV, intensive), ``mu`` (Debye: the dipole of fixed neutral element charges) and ``r2`` (Bohr^2:
+per-element constants plus 3 x the squared extent about the centre of nuclear charge).
 """
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def _labels(atoms: Atoms) -> dict[str, float]:
     pair = np.exp(-d)[np.triu_indices(len(z), 1)]
     q = np.array([CHARGES[int(k)] for k in z])
     q -= q.mean()
-    return {"U0": sum(ATOMREFS[int(k)] for k in z) - 2.0 * pair.sum(),
+    c = (z[:, None] * r).sum(0) / z.sum()
+    return {"r2": float(sum(CHARGES[int(k)] + 1.0 for k in z)) + 3.0 * float(((r - c) ** 2).sum()),
+            "U0": sum(ATOMREFS[int(k)] for k in z) - 2.0 * pair.sum(),
             "homo": -7.0 + 3.0 * pair.mean(),
             "mu": 4.8032 * float(np.linalg.norm((q[:, None] * r).sum(0)))}
 
@@ -48,7 +51,7 @@ def qm9_like(tmp_path_factory):
             atoms = molecule(NAMES[k % len(NAMES)])
             atoms.positions += rng.normal(scale=0.08, size=atoms.positions.shape)
             w.add(atoms.numbers, atoms.positions, properties=_labels(atoms))
-        for name, unit in (("U0", "eV"), ("homo", "eV"), ("mu", "Debye")):
+        for name, unit in (("U0", "eV"), ("homo", "eV"), ("mu", "Debye"), ("r2", "Bohr^2")):
             w.set_units(name, unit)
         w.add_atomref("U0", ATOMREFS, unit="eV")
         w.add_split("train", np.arange(0, 40))
@@ -65,7 +68,7 @@ def _config(path, run, prop, *extra):
 
 
 @pytest.mark.parametrize("prop, readout, unit", [("U0", "extensive", "meV"), ("homo", "intensive", "meV"),
-                                                 ("mu", "dipole", "Debye")])
+                                                 ("mu", "dipole", "Debye"), ("r2", "spatial_extent", "Bohr^2")])
 def test_property_model_trains_records_its_target_and_evaluates_in_its_unit(qm9_like, tmp_path, capsys, prop,
                                                                              readout, unit):
     run = tmp_path / "run"
@@ -74,12 +77,16 @@ def test_property_model_trains_records_its_target_and_evaluates_in_its_unit(qm9_
     model = load_model(run / "model.pt")
     cfg = model.config
     assert (cfg.target, cfg.target_readout, cfg.is_potential) == (prop, readout, False)
-    assert cfg.target_unit == ("Debye" if prop == "mu" else "eV")
+    assert cfg.target_unit == {"mu": "Debye", "r2": "Bohr^2"}.get(prop, "eV")
     if prop == "U0":  # the file's isolated-atom values are the references
         assert cfg.atomic_energies == [ATOMREFS[z] for z in cfg.elements]
     if prop == "homo":  # standardised by the training mean and spread
         values = H5Dataset(qm9_like, split="train").property_values("homo")
         assert cfg.shift == pytest.approx(values.mean()) and cfg.scale == pytest.approx(values.std())
+    if prop == "r2":  # references and weight fitted by least squares: the made-up labels are exactly that form
+        values = H5Dataset(qm9_like, split="train").property_values("r2")
+        assert cfg.shift == pytest.approx(3.0, rel=1e-6)
+        assert summary["test"]["r2_mae"] < 0.1 * np.mean(np.abs(values - values.mean()))
     capsys.readouterr()
     assert main(["eval", str(run / "model.pt"), str(qm9_like), "--split", "test"]) == 0
     out = capsys.readouterr().out
