@@ -190,3 +190,16 @@ def test_commands_that_need_forces_refuse_a_property_model(tmp_path, capsys, com
     assert main([command, *args]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "a property model (it predicts 'homo' in eV), not a potential" in err
+
+
+def test_qm9_ponita_preset_loads_by_name_and_builds():
+    from equipot.training.config import presets
+
+    assert "qm9_ponita" in presets()
+    config = load_config("qm9_ponita", ["data.train_file=x.h5", "train.property=homo"])
+    opts = config.model.backbone_options
+    assert (opts["grid_size"], opts["hidden"], config.data.batch_size, config.train.lr) == (16, 128, 96, 5e-4)
+    assert (config.train.scheduler, config.train.loss, config.train.property) == ("cosine", "l1", "homo")
+    model = build_potential("ponita", elements=[1, 6, 7, 8, 9], cutoff=config.model.cutoff, target="homo",
+                            target_readout="intensive", **opts)
+    assert model.backbone.grid.shape == (16, 3)
