@@ -31,8 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
 
 
-def write_predictions(path: str | Path, predictions: dict, property_name: str | None, source: str) -> None:
-    """Predictions as an equipot HDF5 file (same structures, predicted labels)."""
+def write_predictions(path: str | Path, predictions: dict, property_name: str | None, source: str,
+                      unit: str | None = None) -> None:
+    """Predictions as an equipot HDF5 file (same structures, predicted labels; a property in ``unit``)."""
     import numpy as np
 
     from ..data.writer import HDF5Writer
@@ -55,6 +56,8 @@ def write_predictions(path: str | Path, predictions: dict, property_name: str | 
                 if "stress" in predictions:
                     kwargs["stress"] = predictions["stress"][k]
             w.add(predictions["numbers"][a:b].astype(np.int64), predictions["positions"][a:b], **kwargs)
+        if property_name is not None and unit:
+            w.set_units(property_name, unit)
 
 
 def write_extxyz_predictions(path: str | Path, predictions: dict, property_name: str | None) -> None:
@@ -122,6 +125,7 @@ def _evaluate(args: argparse.Namespace, model, path: Path, shown: Path | None = 
         if Path(args.output).suffix.lower() in (".xyz", ".extxyz"):
             write_extxyz_predictions(args.output, result.predictions, prop)
         else:
-            write_predictions(args.output, result.predictions, prop, str(args.data))
+            write_predictions(args.output, result.predictions, prop, str(args.data),
+                              dataset.units().get(prop) if prop else None)
         print(f"predictions written to {args.output}")
     return 0

@@ -88,10 +88,12 @@ def test_property_model_trains_records_its_target_and_evaluates_in_its_unit(qm9_
         assert cfg.shift == pytest.approx(3.0, rel=1e-6)
         assert summary["test"]["r2_mae"] < 0.1 * np.mean(np.abs(values - values.mean()))
     capsys.readouterr()
-    assert main(["eval", str(run / "model.pt"), str(qm9_like), "--split", "test"]) == 0
+    pred = tmp_path / "pred.h5"
+    assert main(["eval", str(run / "model.pt"), str(qm9_like), "--split", "test", "-o", str(pred)]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith(prop))
     assert row.split()[-1] == unit, out
+    assert H5Dataset(pred).units()[prop] == cfg.target_unit
     # another property than the model's: one line naming both
     assert main(["eval", str(run / "model.pt"), str(qm9_like), "--property", "gap"]) == 1
     err = capsys.readouterr().err.strip()
