@@ -205,3 +205,16 @@ def test_qm9_ponita_preset_loads_by_name_and_builds():
     model = build_potential("ponita", elements=[1, 6, 7, 8, 9], cutoff=config.model.cutoff, target="homo",
                             target_readout="intensive", **opts)
     assert model.backbone.grid.shape == (16, 3)
+
+
+def test_export_and_lammps_refuse_a_property_model(tmp_path):
+    from equipot.export import export_model
+    from equipot.interfaces.lammps import LAMMPSInputError, MLIAPEquipot
+
+    model = build_potential("ponita", elements=[1, 8], cutoff=4.0, hidden=16, layers=2, grid_size=8,
+                            target="mu", target_unit="Debye", target_readout="dipole", scale=4.8032)
+    save_model(model, tmp_path / "mu.pt")
+    with pytest.raises(ValueError, match="property model .*'mu' in Debye"):
+        export_model(model, tmp_path / "mu.pt2")
+    with pytest.raises(LAMMPSInputError, match="a property model .*'mu' in Debye.*not a potential"):
+        MLIAPEquipot(tmp_path / "mu.pt")
