@@ -6,7 +6,7 @@ import runpy
 import sys
 
 ENTRY_POINTS = ("train_md17", "accuracy", "backbones", "symmetry", "speed", "interleaved", "md_throughput",
-                "scaling", "kernels", "peers", "lammps_md")
+                "scaling", "kernels", "peers", "lammps_md", "qm9")
 
 
 def main(argv: list[str]) -> int:

@@ -94,6 +94,9 @@ def export_model(potential: Potential, path: str | Path, dtype: torch.dtype = to
     from torch.export import Dim
     from torch.fx.experimental.proxy_tensor import make_fx
 
+    if not potential.config.is_potential:
+        raise ValueError(f"a property model (it predicts {potential.config.target!r} in "
+                         f"{potential.config.target_unit}) has no energies and forces to export")
     path = Path(path)
     potential = potential.to(device=device, dtype=dtype).eval()
     potential.requires_grad_(False)

@@ -62,6 +62,12 @@ class EquiCalc(Calculator):
 
     Results: ``energy`` and ``free_energy`` (eV), ``energies`` (eV per atom), ``forces``
     (eV/Å), and for fully periodic cells ``stress`` (eV/Å^3, Voigt order, ASE sign).
+
+    A property model (one trained with ``train.property``, e.g. on QM9's HOMO) is not a potential:
+    its calculator gives the property under its own name, ``calc.get_property("homo", atoms)`` in
+    the model's ``target_unit`` (and, for a dipole model, ASE's ``dipole`` in e·Å:
+    ``atoms.get_dipole_moment()``), and refuses energy, forces and stress with
+    ``PropertyNotImplementedError`` naming what the model predicts.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -94,6 +100,17 @@ class EquiCalc(Calculator):
         self.neighbor_backend = neighbors
         self.neighbors = VerletList(self.model.cutoff, skin)
         self._warned = False
+        config = self.model.config
+        if not config.is_potential:
+            self.implemented_properties = [config.target] + (["dipole"] if config.target_readout == "dipole" else [])
+
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        config = self.model.config
+        if not config.is_potential and name not in self.implemented_properties:
+            raise PropertyNotImplementedError(
+                f"this model predicts {config.target!r} ({config.target_unit}), not {name!r}: it is a property model, "
+                f"not a potential; use calc.get_property({config.target!r}, atoms)")
+        return super().get_property(name, atoms, allow_calculation)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
@@ -116,6 +133,9 @@ class EquiCalc(Calculator):
             graph = AtomicGraph.from_structures(structure, self.model.cutoff, self.dtype, self.device, edges=edges)
         self._check_extrapolation(graph)
         self._check_memory(graph)
+        if not self.model.config.is_potential:
+            self._property(graph)
+            return
         out = self.model(graph, compute_forces=True, compute_stress=want_stress)
         for key in ("energy", "forces", "stress"):
             if key in out and not bool(torch.isfinite(out[key]).all()):
@@ -130,6 +150,18 @@ class EquiCalc(Calculator):
         if want_stress:
             stress = out["stress"][0].detach().cpu().numpy().astype(np.float64)
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+
+    def _property(self, graph: AtomicGraph) -> None:
+        """A property model's results: the property (its unit) and, for a dipole, the vector in e·Å."""
+        config = self.model.config
+        out = self.model(graph)
+        value = float(out["property"][0].detach())
+        if not np.isfinite(value):
+            raise ValueError(f"the model gave a non-finite {config.target} for this structure of "
+                             f"{graph.num_nodes} atoms: the model cannot be used here")
+        self.results[config.target] = value
+        if "dipole" in out:
+            self.results["dipole"] = (out["dipole"][0].detach().cpu().numpy() / config.scale).astype(np.float64)
 
     def _check_memory(self, graph: AtomicGraph) -> None:
         """Refuse, before allocating, a system whose energy and forces would not fit in the memory

@@ -124,12 +124,21 @@ def check_structure_elements(model, atoms, where: str) -> None:
                              f"was not trained on (it knows Z = {sorted(known)})")
 
 
+def require_potential(model, path: str, command: str) -> None:
+    """ValueError (one line) when ``model`` is a property model: ``command`` needs energies and forces."""
+    cfg = model.config
+    if not cfg.is_potential:
+        raise ValueError(f"{path}: a property model (it predicts {cfg.target!r} in {cfg.target_unit}), not a "
+                         f"potential: equipot {command} needs energies and forces (score it with equipot eval)")
+
+
 def structure_with_calculator(args: argparse.Namespace, **calc_options):
     """The last frame of ``args.structure`` with an EquiCalc of ``args.model`` on ``args.device``
     in ``args.dtype`` attached (``calc_options`` go to EquiCalc, e.g. ``skin``)."""
     from ..calculators.ase import EquiCalc
 
     model = load_model_file(args.model, args.threads)
+    require_potential(model, args.model, args.command)
     atoms = read_structure(args.structure)
     check_structure_elements(model, atoms, args.structure)
     atoms.calc = EquiCalc(model, device=device_of(args.device), dtype=dtype_of(args.dtype), **calc_options)

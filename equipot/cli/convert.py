@@ -6,6 +6,7 @@ Examples::
     equipot convert rmd17_aspirin.npz --splits-dir rmd17/splits -o aspirin.h5
     equipot convert dsgdb9nsd.xyz.tar.bz2 --exclude uncharacterized.txt --atomrefs atomref.txt -o qm9.h5
     equipot convert --format qm9pack -o qm9.h5
+    equipot convert --format qm9pack -o qm9.h5 --random-split train=10000,valid=1000,test=2000 --seed 0
     equipot convert train.extxyz --energy-key REF_energy -o train.h5
     equipot convert ethanol.h5 -o frames.xyz --frames 0:10       (frames back out, with their labels)
 """
@@ -36,10 +37,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "stored as /splits/train_0X, /splits/test_0X")
     parser.add_argument("--split", action="append", default=[], metavar="NAME=FILE",
                         help="add a split from a text file of frame indices (one per line); repeatable")
+    parser.add_argument("--random-split", default=None, metavar="NAME=N,...",
+                        help="QM9, qm9pack, ASE: add disjoint random splits of these sizes, e.g. "
+                             "train=10000,valid=1000,test=2000 (drawn with --seed)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random-split (default: 0)")
     parser.add_argument("--exclude", metavar="FILE",
                         help="QM9: uncharacterized.txt, the molecules to leave out")
     parser.add_argument("--atomrefs", metavar="FILE",
-                        help="QM9: atomref.txt, per-element reference energies (stored in eV)")
+                        help="QM9: atomref.txt, per-element reference energies (stored in eV; default: QM9's "
+                             "published values)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="keep at most N frames (per input file for (r)MD17) for a quick slice")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -76,6 +82,19 @@ def _parse_splits(items: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_random_splits(text: str | None) -> dict[str, int] | None:
+    """``"train=10000,valid=1000"`` -> ``{"train": 10000, "valid": 1000}`` (ValueError naming the part)."""
+    if text is None:
+        return None
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, size = item.strip().partition("=")
+        if not sep or not name or name in out or not size.strip().isdigit() or int(size) < 1:
+            raise ValueError(f"--random-split {text!r}: expected distinct NAME=N parts with N >= 1, got {item!r}")
+        out[name] = int(size)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data import convert_ase, convert_md17, convert_qm9, convert_qm9pack, convert_rmd17
     from ..data.formats import H5_SUFFIXES
@@ -98,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     fmt = args.format or detect_format(inputs)
     splits = _parse_splits(args.split)
+    random_splits = parse_random_splits(args.random_split)
+    if random_splits and fmt in ("rmd17", "md17"):
+        raise ValueError(f"--random-split applies to the qm9, qm9pack and ase formats, not {fmt} (use --split or "
+                         f"--splits-dir)")
+    drawn = {"random_splits": random_splits, "seed": args.seed}
     progress = not args.quiet and sys.stderr.isatty()
     common = {"limit": args.limit, "overwrite": args.overwrite, "progress": progress}
     if fmt not in ("rmd17", "md17") and args.splits_dir:
@@ -114,21 +138,18 @@ def run(args: argparse.Namespace) -> int:
     elif fmt == "qm9":
         if not inputs:
             raise ValueError("qm9: give the dsgdb9nsd.xyz.tar.bz2 tarball or the folder of xyz files")
-        if splits:
-            raise ValueError("--split is not supported for qm9; use random_split or named splits after converting")
         convert_qm9(inputs if len(inputs) > 1 else inputs[0], output, exclude=args.exclude,
-                    atomrefs=args.atomrefs, **common)
+                    atomrefs=args.atomrefs, splits=splits, **drawn, **common)
     elif fmt == "qm9pack":
-        if splits:
-            raise ValueError("--split is not supported for qm9pack")
-        convert_qm9pack(output, source=inputs or None, exclude=args.exclude, atomrefs=args.atomrefs, **common)
+        convert_qm9pack(output, source=inputs or None, exclude=args.exclude, atomrefs=args.atomrefs, splits=splits,
+                        **drawn, **common)
     else:
         if not inputs:
             raise ValueError("ase: no input files given")
         convert_ase(inputs, output, index=args.index, format=args.ase_format, energy_key=args.energy_key,
                     forces_key=args.forces_key, stress_key=args.stress_key, energy_unit=args.energy_unit,
                     length_unit=args.length_unit, splits=splits, level_of_theory=args.level_of_theory or "",
-                    **common)
+                    **drawn, **common)
     if not args.quiet:
         from ..data import H5Dataset
 

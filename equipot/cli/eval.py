@@ -8,7 +8,7 @@ from pathlib import Path
 from ._common import add_model_argument, add_model_options, device_of, dtype_of, load_model_file
 
 HELP = ("evaluate a model on a labelled dataset (equipot HDF5 or e.g. extended XYZ): MAE/RMSE per target "
-        "(meV, meV/atom, meV/Å)")
+        "(meV, meV/atom, meV/Å; a property model's property in its unit, meV for one in eV)")
 PREDICTION_SUFFIXES = (".h5", ".hdf5", ".xyz", ".extxyz")
 
 
@@ -19,7 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(extended XYZ with energy and forces, ...)")
     parser.add_argument("--split", default=None, help="named split of DATA to evaluate (default: all frames)")
     parser.add_argument("--property", default=None,
-                        help="the model predicts this per-structure property (as trained with train.property)")
+                        help="the per-structure property to score (default: what the model predicts, which "
+                             "model files record; needed only for property model files of format < 3)")
     parser.add_argument("--batch-size", type=int, default=16, help="structures per batch")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
@@ -30,8 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
 
 
-def write_predictions(path: str | Path, predictions: dict, property_name: str | None, source: str) -> None:
-    """Predictions as an equipot HDF5 file (same structures, predicted labels)."""
+def write_predictions(path: str | Path, predictions: dict, property_name: str | None, source: str,
+                      unit: str | None = None) -> None:
+    """Predictions as an equipot HDF5 file (same structures, predicted labels; a property in ``unit``)."""
     import numpy as np
 
     from ..data.writer import HDF5Writer
@@ -54,6 +56,8 @@ def write_predictions(path: str | Path, predictions: dict, property_name: str | 
                 if "stress" in predictions:
                     kwargs["stress"] = predictions["stress"][k]
             w.add(predictions["numbers"][a:b].astype(np.int64), predictions["positions"][a:b], **kwargs)
+        if property_name is not None and unit:
+            w.set_units(property_name, unit)
 
 
 def write_extxyz_predictions(path: str | Path, predictions: dict, property_name: str | None) -> None:
@@ -100,7 +104,7 @@ def _evaluate(args: argparse.Namespace, model, path: Path, shown: Path | None = 
 
     from ..data.reader import H5Dataset
     from ..training.data import check_dataset_elements, check_targets
-    from ..training.evaluate import evaluate
+    from ..training.evaluate import evaluate, model_property
     from ..training.metrics import format_table
 
     device, dtype = device_of(args.device), dtype_of(args.dtype)
@@ -108,9 +112,10 @@ def _evaluate(args: argparse.Namespace, model, path: Path, shown: Path | None = 
     dataset = H5Dataset(path, split=args.split)
     if args.limit is not None:
         dataset = dataset.subset(np.arange(min(args.limit, len(dataset))))
-    check_targets(dataset, args.property, "evaluation")
+    prop = model_property(model, args.property)
+    check_targets(dataset, prop, "evaluation")
     check_dataset_elements(dataset, model.config.elements, "evaluation")
-    result = evaluate(model, dataset, args.batch_size, device, dtype, property_name=args.property,
+    result = evaluate(model, dataset, args.batch_size, device, dtype, property_name=prop,
                       num_workers=args.num_workers, keep_predictions=args.output is not None)
     metrics = {k: v for k, v in result.metrics.items() if k != "loss"}
     split = f" split {args.split}" if args.split else ""
@@ -118,8 +123,9 @@ def _evaluate(args: argparse.Namespace, model, path: Path, shown: Path | None = 
     print(format_table(metrics, dataset.units()))
     if args.output is not None:
         if Path(args.output).suffix.lower() in (".xyz", ".extxyz"):
-            write_extxyz_predictions(args.output, result.predictions, args.property)
+            write_extxyz_predictions(args.output, result.predictions, prop)
         else:
-            write_predictions(args.output, result.predictions, args.property, str(args.data))
+            write_predictions(args.output, result.predictions, prop, str(args.data),
+                              dataset.units().get(prop) if prop else None)
         print(f"predictions written to {args.output}")
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_model_argument, add_model_options, device_of, dtype_of, load_model_file
+from ._common import add_model_argument, add_model_options, device_of, dtype_of, load_model_file, require_potential
 
 HELP = ("export a model as a torch.export program (.pt2) giving energy and forces, loadable without equipot, "
         "or with --lammps for LAMMPS (pair_style mliap unified, .pkl)")
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.lammps:
         return _export_lammps(args, source, out)
     model = load_model_file(args.model, args.threads)
+    require_potential(model, args.model, "export")
     t0 = time.perf_counter()
     export_model(model, out, dtype_of(args.dtype), str(device_of(args.device)), check=not args.no_check)
     checked = "" if args.no_check else " (checked against the model on a test batch)"

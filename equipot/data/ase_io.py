@@ -183,6 +183,8 @@ def convert_ase(
     overwrite: bool = False,
     progress: bool = False,
     level_of_theory: str = "",
+    random_splits: Mapping[str, int] | None = None,
+    seed: int = 0,
 ) -> Path:
     """Convert files that ``ase.io`` reads into one equipot HDF5 file (frames concatenated).
 
@@ -190,7 +192,8 @@ def convert_ase(
     to use instead of the calculator results (e.g. ``"REF_energy"``). ``energy_unit`` and
     ``length_unit`` give the file's units (forces are energy/length, stress energy/length^3);
     other numbers are stored as they are. ``index`` is an ASE index string (``":"``, ``"::10"``).
-    ``splits`` maps split names to index files or lists. ``limit`` caps the frame count.
+    ``splits`` maps split names to index files or lists; ``random_splits`` (name -> size) adds
+    disjoint random splits drawn with ``seed``. ``limit`` caps the frame count.
     """
     paths = open_inputs(inputs)
     ef = energy_factor(energy_unit, f"{paths[0]}: option energy_unit")
@@ -237,7 +240,7 @@ def convert_ase(
                 raise ValueError(f"{path}: ase.io read no frames from it (as format "
                                  f"'{format or _guess_format(path)}'); is it a structure file?")
         bar.close()
-        add_splits(w, split_map, w.num_frames, None)
+        add_splits(w, split_map, w.num_frames, None, random_splits, seed)
         w.set_units("positions", "Angstrom", source_unit=length_unit)
         w.set_units("cell", "Angstrom", source_unit=length_unit)
         w.set_units("energy", "eV", source_unit=energy_unit)

@@ -78,9 +78,34 @@ def collect_splits(
     return out
 
 
-def add_splits(writer: HDF5Writer, splits: Splits, total: int, limit: int | None) -> None:
+def random_split_indices(sizes: Mapping[str, int], total: int, seed: int = 0) -> Splits:
+    """Disjoint random splits of ``total`` frames: a permutation drawn with ``seed`` cut into parts
+    of ``sizes`` (name -> frame count) in order, each part sorted. The same parts as
+    :func:`equipot.data.random_split` with the same sizes and seed gives."""
+    need = sum(int(n) for n in sizes.values())
+    if any(int(n) < 1 for n in sizes.values()):
+        raise ValueError(f"random splits {dict(sizes)}: every size must be at least 1")
+    if need > total:
+        raise ValueError(f"random splits {dict(sizes)} need {need} frames; the file has {total}")
+    perm = np.random.default_rng(seed).permutation(total)
+    out: Splits = {}
+    start = 0
+    for name, n in sizes.items():
+        out[name] = (np.sort(perm[start:start + int(n)]), f"random split '{name}' (seed {seed})")
+        start += int(n)
+    return out
+
+
+def add_splits(writer: HDF5Writer, splits: Splits, total: int, limit: int | None,
+               random: Mapping[str, int] | None = None, seed: int = 0) -> None:
     """Record ``splits`` in ``writer``; an index past the ``total`` frames written is an error naming
-    its origin, unless a ``limit`` cut the inputs short."""
+    its origin, unless a ``limit`` cut the inputs short. ``random`` (name -> size) adds disjoint
+    random splits of the ``total`` frames drawn with ``seed`` (:func:`random_split_indices`)."""
+    if random:
+        clash = sorted(set(random) & set(splits))
+        if clash:
+            raise ValueError(f"split '{clash[0]}' is given both as a file and as a random split")
+        splits = {**splits, **random_split_indices(random, total, seed)}
     for name, (idx, origin) in splits.items():
         if limit is not None:
             # A --limit slice keeps only the split entries that fall inside it.

@@ -46,13 +46,13 @@ from __future__ import annotations
 import os
 import re
 import tarfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from ase.data import atomic_numbers
 
-from .conversion import as_paths, progress_bar
+from .conversion import add_splits, as_paths, collect_splits, progress_bar
 from .units import HARTREE
 from .writer import HDF5Writer
 
@@ -84,6 +84,18 @@ ATOMREF_COLUMNS: list[tuple[str, str, str, float]] = [
     ("Cv", "cal/(mol K)", "cal/(mol K)", 1.0),
 ]
 LEVEL_OF_THEORY = "B3LYP/6-31G(2df,p)"
+#: QM9's ``atomref.txt`` (Ramakrishnan et al. 2014, figshare 1057643): the isolated atoms at the
+#: level of theory of the data set, stored by the converters when no other file is given (qm9pack
+#: does not ship it)
+PUBLISHED_ATOMREFS = """\
+   Ele-    ZPVE         U (0 K)      U (298.15 K)    H (298.15 K)    G (298.15 K)     CV
+   ment   Hartree       Hartree        Hartree         Hartree         Hartree        Cal/(Mol Kelvin)
+    H     0.000000     -0.500273      -0.498857       -0.497912       -0.510927       2.981
+    C     0.000000    -37.846772     -37.845355      -37.844411      -37.861317       2.981
+    N     0.000000    -54.583861     -54.582445      -54.581501      -54.598897       2.981
+    O     0.000000    -75.064579     -75.063163      -75.062219      -75.079532       2.981
+    F     0.000000    -99.718730     -99.717314      -99.716370      -99.733544       2.981
+"""
 XYZ_NAME = re.compile(r"dsgdb9nsd_(\d+)\.xyz$")
 
 
@@ -180,22 +192,26 @@ def read_atomrefs(path: str | os.PathLike) -> dict[str, dict[int, float]]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such atomrefs file")
+    return parse_atomrefs(path.read_text(encoding="utf-8", errors="replace"), str(path))
+
+
+def parse_atomrefs(text: str, path: str = "<atomrefs>") -> dict[str, dict[int, float]]:
+    """:func:`read_atomrefs` of the text of an ``atomref.txt`` (errors name ``path``)."""
     out: dict[str, dict[int, float]] = {c[0]: {} for c in ATOMREF_COLUMNS}
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts or parts[0] not in atomic_numbers or len(parts) < 2:
-                continue
-            try:
-                float(parts[1])
-            except ValueError:
-                continue
-            if len(parts) != 1 + len(ATOMREF_COLUMNS):
-                raise ValueError(f"{path}: line {lineno}: expected element and {len(ATOMREF_COLUMNS)} "
-                                 f"values (ZPVE U0 U H G Cv), got {len(parts) - 1}")
-            z = atomic_numbers[parts[0]]
-            for (col, _, _, factor), token in zip(ATOMREF_COLUMNS, parts[1:]):
-                out[col][z] = qm9_float(token, f"{path}: line {lineno}: column '{col}'") * factor
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0] not in atomic_numbers or len(parts) < 2:
+            continue
+        try:
+            float(parts[1])
+        except ValueError:
+            continue
+        if len(parts) != 1 + len(ATOMREF_COLUMNS):
+            raise ValueError(f"{path}: line {lineno}: expected element and {len(ATOMREF_COLUMNS)} "
+                             f"values (ZPVE U0 U H G Cv), got {len(parts) - 1}")
+        z = atomic_numbers[parts[0]]
+        for (col, _, _, factor), token in zip(ATOMREF_COLUMNS, parts[1:]):
+            out[col][z] = qm9_float(token, f"{path}: line {lineno}: column '{col}'") * factor
     if not out["U0"]:
         raise ValueError(f"{path}: no element rows found (expected lines like 'H  0.0  -0.500273 ...')")
     return out
@@ -261,13 +277,15 @@ def set_qm9_units(w: HDF5Writer) -> None:
 
 
 def add_atomrefs(w: HDF5Writer, atomrefs: str | os.PathLike | None) -> None:
-    """Store the isolated-atom energies of ``atomref.txt`` (none when None)."""
+    """Store the isolated-atom values of ``atomref.txt``, or when None those of the published
+    file (:data:`PUBLISHED_ATOMREFS`)."""
     if atomrefs is None:
-        return
-    table = read_atomrefs(atomrefs)
+        table, origin = parse_atomrefs(PUBLISHED_ATOMREFS, "PUBLISHED_ATOMREFS"), "QM9's published atomref.txt"
+    else:
+        table, origin = read_atomrefs(atomrefs), Path(atomrefs).name
     for name, src, unit, _ in ATOMREF_COLUMNS:
         w.add_atomref(name, table[name], unit=unit, source_unit=src,
-                      description=f"isolated-atom {name} ({LEVEL_OF_THEORY}) from {Path(atomrefs).name}")
+                      description=f"isolated-atom {name} ({LEVEL_OF_THEORY}) from {origin}")
 
 
 class MoleculeBatch:
@@ -329,14 +347,22 @@ def convert_qm9(
     limit: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    splits: Mapping[str, str | os.PathLike | Sequence[int]] | None = None,
+    random_splits: Mapping[str, int] | None = None,
+    seed: int = 0,
 ) -> Path:
     """Convert the original QM9 xyz files (tarball, folder or list of files) into equipot HDF5.
 
     ``exclude``: path of ``uncharacterized.txt`` (or indices) of molecules to drop.
-    ``atomrefs``: path of ``atomref.txt``; stored under ``/atomrefs`` (eV).
+    ``atomrefs``: path of ``atomref.txt``; stored under ``/atomrefs`` (eV); default: the published
+    values (:data:`PUBLISHED_ATOMREFS`).
     ``limit``: stop after that many molecules have been written. Units: see the module docstring.
+    ``splits``: name -> index file or frame indices (of the molecules written); ``random_splits``:
+    name -> size, disjoint random splits drawn with ``seed`` (e.g. ``{"train": 10000, "valid":
+    1000, "test": 2000}``).
     """
     skip = read_exclusions(exclude)
+    split_map = collect_splits(splits)
     total = _count_xyz(source)
     if limit is not None:
         total = min(total, limit) if total is not None else limit
@@ -357,6 +383,7 @@ def convert_qm9(
             bar.update(1)
         batch.flush()
         bar.close()
+        add_splits(w, split_map, batch.count, limit, random_splits, seed)
         set_qm9_units(w)
     return Path(output)
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from ase.data import atomic_numbers
 
-from .conversion import as_paths, progress_bar
+from .conversion import add_splits, as_paths, collect_splits, progress_bar
 from .qm9 import LEVEL_OF_THEORY, QM9_PROPERTIES, MoleculeBatch, add_atomrefs, qm9_float, read_exclusions, set_qm9_units
 from .writer import HDF5Writer
 
@@ -150,6 +150,9 @@ def convert_qm9pack(
     limit: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    splits: Mapping[str, str | os.PathLike | Sequence[int]] | None = None,
+    random_splits: Mapping[str, int] | None = None,
+    seed: int = 0,
 ) -> Path:
     """Convert QM9 as shipped by the PyPI package ``qm9pack==1.0.3`` into equipot HDF5.
 
@@ -157,7 +160,9 @@ def convert_qm9pack(
     the CSV files themselves; by default the installed package's data folder. qm9pack already
     leaves out the 3054 uncharacterized molecules (130,831 remain). Same properties and units
     as :func:`convert_qm9`, plus ``alpha_tensor`` [3, 3] (Bohr^3) when the polarizability CSV
-    is present; strings ``smiles`` and ``inchi``.
+    is present; strings ``smiles`` and ``inchi``. The isolated-atom references are QM9's published
+    ``atomref.txt`` unless ``atomrefs`` names another file; ``splits``, ``random_splits`` and ``seed``
+    as for :func:`~equipot.data.convert_qm9`.
 
     Values are stored as qm9pack gives them. Note that qm9pack lists the linear molecules 4 and
     24 with z = 1 Å for every atom, apparently a lost ``*^-6`` exponent of the original files;
@@ -165,16 +170,19 @@ def convert_qm9pack(
     """
     parts, alpha_path = _qm9pack_files(source)
     skip = read_exclusions(exclude)
+    split_map = collect_splits(splits)
     alpha = _AlphaTable(alpha_path) if alpha_path is not None else None
     try:
-        return _write_qm9pack(output, parts, alpha, skip, atomrefs, limit, overwrite, progress)
+        return _write_qm9pack(output, parts, alpha, skip, atomrefs, limit, overwrite, progress,
+                              lambda w, total: add_splits(w, split_map, total, limit, random_splits, seed))
     finally:
         if alpha is not None:
             alpha.close()
 
 
 def _write_qm9pack(output, parts: list[Path], alpha: _AlphaTable | None, skip: set[int], atomrefs,
-                   limit: int | None, overwrite: bool, progress: bool) -> Path:
+                   limit: int | None, overwrite: bool, progress: bool,
+                   finish: Callable[[HDF5Writer, int], None]) -> Path:
     total = 130831 if limit is None else limit
     with HDF5Writer(output, source="qm9pack 1.0.3: " + ", ".join(p.name for p in parts),
                     level_of_theory=LEVEL_OF_THEORY, overwrite=overwrite,
@@ -209,6 +217,7 @@ def _write_qm9pack(output, parts: list[Path], alpha: _AlphaTable | None, skip: s
                 break
         batch.flush()
         bar.close()
+        finish(w, batch.count)
         set_qm9_units(w)
         w.set_units("alpha_tensor", "Bohr^3", source_unit="Bohr^3",
                     description="static polarizability tensor (xx, xy, xz / xy, yy, yz / xz, yz, zz)")

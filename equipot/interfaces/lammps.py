@@ -121,6 +121,10 @@ class MLIAPEquipot:
             potential = load_model(self.model_path)
         except (OSError, ValueError) as exc:  # torch's reasons run over many lines: the first says it
             raise _user_error(str(exc).splitlines()[0]) from None
+        if not potential.config.is_potential:  # a property model has no energy or forces to give LAMMPS
+            cfg = potential.config
+            raise _user_error(f"{self.model_path}: a property model (it predicts {cfg.target!r} in "
+                              f"{cfg.target_unit}), not a potential: LAMMPS needs energies and forces")
         self.dtype, self.device = DTYPES[self.dtype_name], torch.device(self.device_name)
         self.potential = potential.to(device=self.device, dtype=self.dtype).eval()
         self.potential.requires_grad_(False)

@@ -1,4 +1,6 @@
-"""Potential: AtomicGraph -> energy per structure; forces and stress by autograd.
+"""Potential: AtomicGraph -> energy per structure; forces and stress by autograd. A property model
+(``config.target`` not ``energy``) gives its property instead, through the readout the config names
+(:mod:`equipot.potentials.readouts`), and no forces.
 
 The per-atom energy is ``E_i = atomic_energies[z_i] + energy_correction[z_i] + shift
 + scale * (e_i - e_iso(z_i))`` where ``e_i`` is the backbone's output and ``e_iso(z)`` what the
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 
 from ..graph import AtomicGraph
 from ..ops import scatter_sum
+from . import readouts
 from .config import PotentialConfig, UnknownOption
 from .registry import get_backbone
 
@@ -48,6 +51,9 @@ class Potential(nn.Module):
         except TypeError as exc:
             raise ValueError(f"bad options for backbone {config.backbone!r}: {exc}") from None
         self.backbone = cls(backbone_config, len(config.elements), config.cutoff, config.avg_num_neighbors)
+        # Built after the backbone, so a model without it draws the same initial weights as before.
+        add_vectors = getattr(self.backbone, "add_vector_head", None)
+        self.vector_outputs = bool(config.target_readout == "dipole" and add_vectors is not None and add_vectors())
         z_to_index = torch.full((119,), -1, dtype=torch.long)
         z_to_index[torch.tensor(config.elements)] = torch.arange(len(config.elements))
         self.register_buffer("z_to_index", z_to_index, persistent=False)
@@ -116,29 +122,44 @@ class Potential(nn.Module):
         """Backbone output for one atom of each element with no neighbour, [S]."""
         s = len(self.config.elements)
         species = torch.arange(s, device=device)
-        return self.backbone(
+        return self._scalar(self.backbone(
             species,
             torch.zeros(s, 3, dtype=dtype, device=device),
             torch.zeros(2, 0, dtype=torch.long, device=device),
             torch.zeros(0, 3, dtype=dtype, device=device),
             species,
             s,
-        )
+        ))
+
+    def _scalar(self, out: Tensor) -> Tensor:
+        """The per-atom scalar [N] of a backbone's output ([N], or [N, 4] with a vector head)."""
+        return out[:, 0] if self.vector_outputs else out
 
     def forward(
         self,
         graph: AtomicGraph,
-        compute_forces: bool = True,
+        compute_forces: bool | None = None,
         compute_stress: bool = False,
         create_graph: bool = False,
     ) -> dict[str, Tensor]:
-        """Energies, and by autograd forces and stress, of a batch.
+        """Energies, and by autograd forces and stress, of a batch; or a property model's property.
 
-        Returns a dict with ``energy`` [B] eV and ``node_energy`` [N] eV (both float64), and when asked
-        ``forces`` [N, 3] eV/Å (= -dE/dx) and ``stress`` [B, 3, 3] eV/Å^3
+        ``compute_forces`` None (default): forces for an energy model, none for a property model.
+
+        An energy model returns ``energy`` [B] eV and ``node_energy`` [N] eV (both float64), and
+        when asked ``forces`` [N, 3] eV/Å (= -dE/dx) and ``stress`` [B, 3, 3] eV/Å^3
         (= (1/V) dE/dε, the ASE sign convention: positive under tension).
         ``create_graph=True`` keeps the graph of the derivatives (training on forces).
+        A property model returns ``property`` [B] (float64, in ``config.target_unit``; see
+        :meth:`predict_property`) and refuses forces and stress. Both return ``node_output`` [N],
+        the backbone's scalar output (a constant one means the network has died).
         """
+        if not self.config.is_potential:
+            if compute_forces or compute_stress:
+                raise ValueError(f"this model predicts the property {self.config.target!r} "
+                                 f"({self.config.target_unit}), not an energy: it has no forces or stress")
+            return self.predict_property(graph)
+        compute_forces = True if compute_forces is None else compute_forces
         species = self.species_index(graph.numbers)
         positions, cell = graph.positions, graph.cell
         need_grad = compute_forces or compute_stress
@@ -157,11 +178,11 @@ class Potential(nn.Module):
             cell = cell + torch.bmm(cell, sym)
             inputs.append(strain)
         edge_vec = graph.edge_vectors(positions, cell)
-        out = self.backbone(species, positions, graph.edge_index, edge_vec, graph.batch, graph.num_graphs)
-        node_energy = atom_energies(out, species, self._isolated_energies(out.dtype, out.device),
-                                    self.reference_energies(out.device), self.config.scale)
+        out = self._scalar(self.backbone(species, positions, graph.edge_index, edge_vec, graph.batch,
+                                         graph.num_graphs))
+        node_energy = self._extensive_nodes(out, species)
         energy = scatter_sum(node_energy, graph.batch, graph.num_graphs)
-        result = {"energy": energy, "node_energy": node_energy}
+        result = {"energy": energy, "node_energy": node_energy, "node_output": out.detach()}
         if need_grad:
             grads = torch.autograd.grad(
                 energy.sum(), inputs, create_graph=create_graph, allow_unused=True
@@ -172,6 +193,55 @@ class Potential(nn.Module):
             if compute_stress:
                 result["stress"] = grads[-1] / volume.view(-1, 1, 1)
         return result
+
+    def _extensive_nodes(self, out: Tensor, species: Tensor) -> Tensor:
+        """Per-atom terms [N] float64 of the extensive readout: references + shift + scale * (o - o_iso)
+        (:func:`atom_energies`, the one expression that the exported program also uses)."""
+        return atom_energies(out, species, self._isolated_energies(out.dtype, out.device),
+                             self.reference_energies(out.device), self.config.scale)
+
+    def predict_property(self, graph: AtomicGraph) -> dict[str, Tensor]:
+        """A property model's prediction through its readout (:mod:`equipot.potentials.readouts`).
+
+        Returns ``property`` [B] float64 in ``config.target_unit`` and ``node_output`` [N]; the
+        ``extensive``, ``intensive`` and ``spatial_extent`` readouts also ``node_property`` [N]
+        (per-atom terms whose sum, or mean for ``intensive``, is the property), ``dipole`` also
+        ``dipole`` [B, 3] (the vector, in the target's unit) and ``charges`` [N] (e).
+        """
+        cfg = self.config
+        species = self.species_index(graph.numbers)
+        raw = self.backbone(species, graph.positions, graph.edge_index, graph.edge_vectors(), graph.batch,
+                            graph.num_graphs)
+        out = self._scalar(raw)
+        result = {"node_output": out.detach()}
+        b, n = graph.batch, graph.num_graphs
+        kind = cfg.target_readout
+        if kind == "extensive":
+            node = self._extensive_nodes(out, species)
+            value = scatter_sum(node, b, n)
+        elif kind == "intensive":
+            node = cfg.shift + cfg.scale * out.double()
+            value = readouts.intensive(out.double(), b, n, cfg.scale, cfg.shift)
+        elif kind == "dipole":
+            vectors = raw[:, 1:4].double() if self.vector_outputs else None
+            value, result["dipole"], result["charges"] = readouts.dipole(out.double(), vectors,
+                                                                         graph.positions.double(), b, n, cfg.scale)
+            node = None
+        else:
+            refs = (torch.tensor(cfg.reference_list(), dtype=torch.float64, device=out.device)
+                    + self.energy_correction.to(device=out.device, dtype=torch.float64))[species]
+            value, node = readouts.spatial_extent(out.double(), refs, graph.numbers, graph.positions, b, n,
+                                                  cfg.scale, cfg.shift)
+        result["property"] = value
+        if node is not None:
+            result["node_property"] = node
+        return result
+
+
+def predicted(out: dict[str, Tensor]) -> Tensor:
+    """The per-structure prediction [B] of a model's output: ``property`` for a property model,
+    else ``energy`` (also what a model file of format < 3 trained on a property gives)."""
+    return out["property"] if "property" in out else out["energy"]
 
 
 def atom_energies(out: Tensor, species: Tensor, isolated: Tensor, reference: Tensor, scale: float) -> Tensor:
@@ -205,11 +275,12 @@ def build_potential(
 
     ``options`` are fields of :class:`PotentialConfig` (``atomic_energies`` in eV per element,
     ``scale`` eV, ``shift`` eV, ``avg_num_neighbors``, ``min_pair_distance`` Å; by default zero
-    reference energies, scale 1 eV and 16 neighbours) or options of the backbone (e.g. ``hidden=64,
+    reference energies, scale 1 eV and 16 neighbours; a property model with ``target``,
+    ``target_unit`` and ``target_readout``, extensive by default) or options of the backbone (e.g. ``hidden=64,
     layers=3, grid_size=12`` for ``ponita``), in the flat form of a config file's ``model`` section.
     """
     values = {"backbone": backbone, "elements": list(elements), "cutoff": cutoff, "atomic_energies": None,
-              "scale": 1.0, "avg_num_neighbors": 16.0, **options}
+              "scale": 1.0, "avg_num_neighbors": 16.0, "target_readout": "extensive", **options}
     try:
         return Potential(PotentialConfig.from_flat(values))
     except UnknownOption as exc:

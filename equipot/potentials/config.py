@@ -3,10 +3,10 @@
 It is what a model file stores beside the weights, what :func:`~equipot.build_potential` builds
 and what the ``model:`` section of a training config is. In a training config the values that the
 training data can decide may be left to it with a keyword (``elements: null``, ``atomic_energies:
-fit | zero | {Z: eV}``, ``scale: rms_forces | std``, ``avg_num_neighbors: auto``,
-``min_pair_distance: null``); :func:`equipot.training.model_from_data` resolves them on the training
-split before the model is built. A :class:`~equipot.potentials.Potential` takes only a resolved
-config.
+auto | fit | zero | atomrefs | {Z: eV}``, ``scale: rms_forces | std``, ``avg_num_neighbors: auto``,
+``min_pair_distance: null``, ``target_readout: auto``); :func:`equipot.training.model_from_data`
+resolves them on the training split before the model is built. A
+:class:`~equipot.potentials.Potential` takes only a resolved config.
 
 Written out (a config file, ``--help``), the backbone's own options stand beside the shared fields
 (``model.hidden: 64``); :meth:`PotentialConfig.from_flat` and :meth:`PotentialConfig.to_flat` are
@@ -20,10 +20,14 @@ from typing import Any
 
 from ..coerce import coerce_fields, did_you_mean
 from ..neighbors import check_cutoff
+from .readouts import NO_REFERENCES, READOUTS
 from .registry import get_backbone
 
 #: keyword values of the fields the training data may decide
-DATA_KEYWORDS = {"atomic_energies": ("fit", "zero"), "scale": ("rms_forces", "std"), "avg_num_neighbors": ("auto",)}
+DATA_KEYWORDS = {"atomic_energies": ("auto", "fit", "zero", "atomrefs"), "scale": ("rms_forces", "std"),
+                 "avg_num_neighbors": ("auto",)}
+#: what the model predicts when it is a potential (energy, forces and stress)
+ENERGY = "energy"
 
 
 class UnknownOption(ValueError):
@@ -39,9 +43,12 @@ class PotentialConfig:
         cutoff: interaction cutoff, Å.
         elements: atomic numbers the model knows, in species-index order; null = the elements
             of the training data.
-        atomic_energies: reference energy per element, eV, in ``elements`` order; in a training
-            config also ``fit`` (least squares on the training split), ``zero`` or a mapping
-            {atomic number: eV}.
+        atomic_energies: reference energy per element, eV (for a property model: reference value
+            per element in ``target_unit``), in ``elements`` order; in a training config also
+            ``fit`` (least squares on the training split), ``zero``, ``atomrefs`` (the data
+            file's isolated-atom values of the target, e.g. QM9's U0), a mapping {atomic
+            number: eV}, or ``auto``: ``fit`` for an energy, the target's default for a
+            property (:mod:`equipot.training.targets`).
         learn_atomic_energies: train a per-element correction to those energies (the model's
             ``energy_correction``; it changes energies only, never forces). null (default): true
             for ``fit`` and ``zero``, false for a mapping, so that given isolated-atom energies
@@ -54,18 +61,30 @@ class PotentialConfig:
             (mean over the training split).
         min_pair_distance: shortest pair distance seen in training, Å (set from the data); closer
             pairs trigger the calculator's extrapolation warning. null = unknown.
+        target: what the model predicts: ``energy`` (a potential: energy, forces, stress) or a
+            per-structure property (e.g. ``homo``; set from ``train.property`` in training).
+        target_unit: unit of the target (``eV`` for an energy; for a property, the data's unit).
+        target_readout: how per-atom outputs become the target (:mod:`equipot.potentials.readouts`):
+            ``extensive`` (sum over atoms), ``intensive`` (mean over atoms), ``dipole`` (norm
+            of an equivariant vector: predicted charges times positions, plus a vector read out
+            of the orientations where the backbone has them), ``spatial_extent`` (per-atom
+            weights times squared distances from the centre of nuclear charge, for <R^2>), or
+            ``auto``: extensive for an energy, the property's default otherwise.
         backbone_options: the backbone's own options (written flat beside these fields).
     """
 
     backbone: str = "ponita"
     cutoff: float = 5.0
     elements: list[int] | None = None
-    atomic_energies: Any = "fit"
+    atomic_energies: Any = "auto"
     learn_atomic_energies: bool | None = None
     scale: Any = "rms_forces"
     shift: float = 0.0
     avg_num_neighbors: Any = "auto"
     min_pair_distance: float | None = None
+    target: str = ENERGY
+    target_unit: str = "eV"
+    target_readout: str = "auto"
     backbone_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -76,6 +95,13 @@ class PotentialConfig:
                 raise ValueError(f"elements must be a non-empty list of distinct atomic numbers, got {self.elements}")
             if any(not 1 <= z <= 118 for z in self.elements):
                 raise ValueError(f"elements: atomic numbers must be in 1..118, got {self.elements}")
+        if self.target_readout not in ("auto", *READOUTS):
+            raise ValueError(f"target_readout: {self.target_readout!r} is not one of auto, {', '.join(READOUTS)}")
+        if not isinstance(self.target, str) or not self.target:
+            raise ValueError(f"target: expected a property name or {ENERGY!r}, got {self.target!r}")
+        if self.target == ENERGY and self.target_readout not in ("auto", "extensive"):
+            raise ValueError(f"target_readout: an energy model (a potential) reads out the sum over atoms "
+                             f"(extensive), not {self.target_readout!r}")
         for key, keywords in DATA_KEYWORDS.items():
             value = getattr(self, key)
             if isinstance(value, str):
@@ -93,10 +119,18 @@ class PotentialConfig:
         """The fields still left to the training data (empty for a buildable model)."""
         out = ["elements"] if self.elements is None else []
         out += [k for k in DATA_KEYWORDS if isinstance(getattr(self, k), (str, dict))]
-        return out
+        return out + (["target_readout"] if self.target_readout == "auto" else [])
+
+    @property
+    def is_potential(self) -> bool:
+        """True for an energy model (energy, forces, stress); False for a property model."""
+        return self.target == ENERGY
 
     def learns_atomic_energies(self) -> bool:
-        """``learn_atomic_energies`` with its default resolved (false for given energies)."""
+        """``learn_atomic_energies`` with its default resolved (false for given energies, and for
+        readouts without per-element references)."""
+        if self.target_readout in NO_REFERENCES:
+            return False
         if self.learn_atomic_energies is not None:
             return self.learn_atomic_energies
         return not isinstance(self.atomic_energies, dict)
@@ -164,4 +198,4 @@ def _atomic_energies(value: Any, elements: list[int] | None) -> list[float] | di
         if elements is not None and len(energies) != len(elements):
             raise ValueError(f"atomic_energies has {len(energies)} entries for {len(elements)} elements")
         return energies
-    raise ValueError(f"atomic_energies: expected fit, zero, a mapping or a list, got {value!r}")
+    raise ValueError(f"atomic_energies: expected auto, fit, zero, atomrefs, a mapping or a list, got {value!r}")

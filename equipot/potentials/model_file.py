@@ -19,7 +19,9 @@ from .base import Potential, PotentialConfig
 from .registry import get_backbone
 
 MODEL_FORMAT = "equipot.model"
-MODEL_VERSION = 2  # 2: backbone options may need their 0.1 defaults (see _upgrade_options)
+# 2: backbone options may need their 0.1 defaults (see _upgrade_options); 3: the config records the
+# target (energy or a property), its unit and its readout; older files are energy models.
+MODEL_VERSION = 3
 
 
 def save_model(model: Potential, path: str | os.PathLike) -> None:
@@ -137,6 +139,8 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device | None 
         raise _not_a_model(path, exc) from None
     values = _check_payload(path, payload)
     known = {f.name for f in fields(PotentialConfig)}
+    if payload.get("version", 0) < 3:
+        values = {**values, "target_readout": "extensive"}  # before format 3 every model was a potential
     try:
         config = PotentialConfig(**{k: v for k, v in values.items() if k in known})
         config.backbone_options = _upgrade_options(config.backbone, config.backbone_options,

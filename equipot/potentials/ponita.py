@@ -49,6 +49,11 @@ at those degrees, and the 32-point repulsion grid (exact at 1-5, 7-9 and 11, 1.8
 averages it far more accurately: that is the default inference grid (``eval_grid``, saved with
 the model), with ``finetune_on_eval_grid`` training on it at the end so that the network is
 adapted to the grid it is used on. ``r3_only=True`` uses distances only (O = 1): exactly invariant.
+
+A vector per atom (:meth:`Ponita.add_vector_head`, which the ``dipole`` readout asks for): a scalar
+per orientation f(o), read out like the energy, times the orientation, averaged over the grid:
+v = (3/O) sum_o f(o) o (the factor 3 makes it the degree-1 part of f). It turns with the molecule
+as exactly as the grid averages the features (the scalar's invariance, one degree higher).
 """
 from __future__ import annotations
 
@@ -278,6 +283,19 @@ class Ponita(nn.Module):
             self.readout = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
             with torch.no_grad():  # start near a flat surface: the messages are large (see edge_gain)
                 self.readout[-1].weight.mul_(0.1)
+        self.vector_heads: nn.ModuleList | None = None
+
+    def add_vector_head(self) -> bool:
+        """Also read out a vector per atom (e·Å for the dipole readout): forward then returns
+        [N, 4], the scalar and the vector. False (and nothing added) without orientations (r3_only)."""
+        if not self.use_sphere:
+            return False
+        c, count = self.config.hidden, self.config.layers if self.config.readout == "every" else 1
+        self.vector_heads = nn.ModuleList(nn.Linear(c, 1) for _ in range(count))
+        with torch.no_grad():
+            for head in self.vector_heads:
+                head.weight.mul_(0.1)
+        return True
 
     def edge_features(self, edge_vec: Tensor, grid: Tensor) -> tuple[Tensor, ...]:
         """What the layers' kernels are built from: ``mlp``: (phi0 [E, O, K],); ``radial``: (edge
@@ -343,13 +361,20 @@ class Ponita(nn.Module):
             if cfg.lowpass is not None:
                 lowpass = lowpass_matrix(legendre_cos, cfg.lowpass)
         h = self.embed(species)[:, None, :].expand(-1, grid.shape[0], -1).contiguous()
-        heads = []
+        heads, vector_heads = [], []
         for k, layer in enumerate(self.layers):
             h = layer(h, edge, envelope, edge_index, legendre_cos, lowpass, self.message_norm)
             if cfg.readout == "every":
                 heads.append(self.heads[k](h))
+                if self.vector_heads is not None:
+                    vector_heads.append(self.vector_heads[k](h))
         out = torch.stack(heads).mean(0) if heads else self.readout(h)
-        return out.squeeze(-1).mean(-1)
+        scalar = out.squeeze(-1).mean(-1)
+        if self.vector_heads is None:
+            return scalar
+        f = torch.stack(vector_heads).mean(0) if vector_heads else self.vector_heads[0](h)  # [N, O, 1]
+        vector = (3.0 / grid.shape[0]) * f.squeeze(-1) @ grid  # [N, 3]
+        return torch.cat([scalar[:, None], vector], dim=-1)
 
 
 def set_inference_grid(model: Any, grid: str | None, size: int | None = None) -> None:

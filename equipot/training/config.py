@@ -33,8 +33,10 @@ import yaml
 from ..coerce import attribute_docs, coerce_fields
 from ..potentials.config import PotentialConfig
 from ..safe_write import atomic_write
+from .targets import POTENTIAL_BATCH, POTENTIAL_LR, PROPERTY_BATCH, PROPERTY_LR
 
 SECTIONS = ("model", "data", "train")
+LOSSES = ("mse", "huber", "l1")
 SCHEDULERS = ("auto", "plateau", "cosine", "linear", "constant")
 # What may change when a run is resumed: how long it trains and how it runs, never what it learns.
 RESUME_KEYS = frozenset({"train.epochs", "train.max_steps", "train.max_time", "train.progress", "train.threads",
@@ -76,7 +78,8 @@ class DataSection:
         test_file: HDF5 file evaluated once with the final model (default ``train_file`` when
             ``test_split`` is given).
         test_split: named split for the final test.
-        batch_size: structures per optimiser step (global: divided among DDP ranks).
+        batch_size: structures per optimiser step (global: divided among DDP ranks); null: 5 for
+            a potential, 32 for a property (``train.property``).
         valid_batch_size: structures per validation batch (per rank).
         num_workers: DataLoader worker processes building neighbour lists.
         seed: seed of the random train/validation split and subsets.
@@ -92,7 +95,7 @@ class DataSection:
     n_valid: int | None = None
     test_file: str | None = None
     test_split: str | None = None
-    batch_size: int = 5
+    batch_size: int | None = None
     valid_batch_size: int = 16
     num_workers: int = 0
     seed: int = 0
@@ -112,7 +115,8 @@ class TrainSection:
         max_steps: stop after this many optimiser steps (null = no limit).
         max_time: stop after this much training time: seconds, or a duration such as ``90s``,
             ``8min``, ``2h`` (null = no limit).
-        lr: peak learning rate of AdamW.
+        lr: peak learning rate of AdamW; null: 5e-3 for a potential, 2e-3 for a property (the
+            property rate was chosen by measurement on QM9: benchmarks/RESULTS.md).
         weight_decay: AdamW decoupled weight decay.
         amsgrad: use the AMSGrad variant.
         warmup_steps: linear warm-up of the learning rate over this many steps.
@@ -132,15 +136,20 @@ class TrainSection:
             the start and before every validation (0 = only learn it by gradient).
         forces_weight: weight of the force-component MSE ((eV/Å)^2).
         stress_weight: weight of the stress MSE ((eV/Å^3)^2), used when the data has stress.
-        property: train the model's per-structure output on this property (e.g. ``U0``, ``gap``)
-            instead of energy and forces.
-        property_weight: weight of the property MSE.
-        loss: ``mse`` or ``huber``.
-        huber_delta: Huber transition point (in the target's unit).
+        property: train a property model for this per-structure property (e.g. ``U0``, ``gap``,
+            ``mu``) instead of a potential on energy and forces; its readout and references
+            follow the property (model.target_readout, model.atomic_energies: auto).
+        property_weight: weight of the property loss (the error in units of the property's
+            spread, see equipot.training.targets.loss_scale).
+        loss: ``mse``, ``huber`` or ``l1`` (mean absolute error).
+        huber_delta: Huber transition point (in the target's unit; for a property, in units of
+            its spread).
         monitor: validation score for best model, plateau and early stopping: ``loss``,
             ``energy_mae``, ``forces_mae`` or ``<property>_mae``.
         patience: stop after this many validations without improvement (null = never).
         valid_every: validate every this many epochs.
+        valid_every_steps: also validate every this many optimiser steps (null = only by epochs):
+            more chances to keep the best model and for the plateau schedule when epochs are long.
         checkpoint_every: write checkpoint.pt every this many steps (0 = only at the end).
         progress: show a progress bar per epoch (only on a terminal).
         threads: torch CPU threads (null: every core this process may use, shared among DDP
@@ -154,7 +163,7 @@ class TrainSection:
     epochs: int = 100
     max_steps: int | None = None
     max_time: float | str | None = None
-    lr: float = 5e-3
+    lr: float | None = None
     weight_decay: float = 0.0
     amsgrad: bool = True
     warmup_steps: int = 50
@@ -175,6 +184,7 @@ class TrainSection:
     monitor: str = "loss"
     patience: int | None = None
     valid_every: int = 1
+    valid_every_steps: int | None = None
     checkpoint_every: int = 500
     progress: bool = True
     threads: int | None = None
@@ -194,7 +204,7 @@ class Config:
         choices = {
             "train.dtype": (t.dtype, ("float32", "float64")),
             "train.scheduler": (t.scheduler, SCHEDULERS),
-            "train.loss": (t.loss, ("mse", "huber")),
+            "train.loss": (t.loss, LOSSES),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
@@ -203,6 +213,9 @@ class Config:
             t.max_time = parse_duration(t.max_time, "train.max_time")
         if t.threads is not None and t.threads < 1:
             raise ValueError(f"train.threads must be >= 1 or null, got {t.threads}")
+        if t.valid_every_steps is not None and t.valid_every_steps < 1:
+            raise ValueError(f"train.valid_every_steps must be >= 1 or null, got {t.valid_every_steps}")
+        self.resolve_defaults()
         positive = {"train.lr": t.lr, "data.batch_size": d.batch_size,
                     "data.valid_batch_size": d.valid_batch_size, "train.valid_every": t.valid_every}
         for key, value in positive.items():
@@ -221,6 +234,15 @@ class Config:
             raise ValueError(f"train.plateau_factor must be in (0, 1), got {t.plateau_factor}")
         if d.train_file is None:
             raise ValueError("data.train_file is not set (give it in the config or as data.train_file=PATH)")
+
+    def resolve_defaults(self) -> None:
+        """Fill in the values whose default depends on what is trained (a potential or a
+        property): ``train.lr`` and ``data.batch_size`` (see :mod:`equipot.training.targets`)."""
+        prop = self.train.property is not None
+        if self.train.lr is None:
+            self.train.lr = PROPERTY_LR if prop else POTENTIAL_LR
+        if self.data.batch_size is None:
+            self.data.batch_size = PROPERTY_BATCH if prop else POTENTIAL_BATCH
 
 
 def config_from_dict(values: dict[str, Any] | None) -> Config:

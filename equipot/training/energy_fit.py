@@ -14,7 +14,7 @@ import torch
 
 from ..data import H5Dataset
 from ..data.loader import make_loader
-from ..potentials.base import Potential, element_counts
+from ..potentials.base import Potential, element_counts, predicted
 from .data import target_values
 
 
@@ -38,11 +38,11 @@ class EnergyFit:
         device = model.energy_correction.device
         was_training = model.training
         model.eval()
-        predicted = []
+        values = []
         with torch.no_grad():
             for graph, _ in self.loader:
-                predicted.append(model(graph.to(device, dtype), compute_forces=False)["energy"].cpu())
+                values.append(predicted(model(graph.to(device, dtype), compute_forces=False)).cpu())
         model.train(was_training)
-        fit, *_ = np.linalg.lstsq(self.counts, self.values - torch.cat(predicted).numpy(), rcond=None)
+        fit, *_ = np.linalg.lstsq(self.counts, self.values - torch.cat(values).numpy(), rcond=None)
         with torch.no_grad():
             model.energy_correction.add_(torch.as_tensor(fit, dtype=model.energy_correction.dtype, device=device))

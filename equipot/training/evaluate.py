@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from ..data import H5Dataset
 from ..data.loader import make_loader
-from ..potentials.base import Potential
+from ..potentials.base import Potential, predicted
 from ..safe_write import atomic_write
 from .distributed import DistInfo, all_reduce_sum
 from .losses import LossWeights, combine, loss_terms
@@ -21,10 +21,14 @@ from .metrics import ErrorStats, metric_keys
 @dataclass
 class Evaluation:
     """Result of :func:`evaluate`: ``metrics`` (``<key>_mae``, ``<key>_rmse`` in eV, eV/Å or the
-    property's unit, and ``loss``) and, when asked, ``predictions`` (numpy arrays)."""
+    property's unit, and ``loss``), when asked ``predictions`` (numpy arrays), and
+    ``output_std``: the spread of the backbone's per-atom output among atoms of the same element
+    (pooled standard deviation over every atom evaluated): zero for a network that has died, whose
+    output no longer depends on the atoms' surroundings."""
 
     metrics: dict[str, float]
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    output_std: float | None = None
 
 
 def available_targets(dataset: Dataset) -> set[str]:
@@ -33,6 +37,18 @@ def available_targets(dataset: Dataset) -> set[str]:
         if dataset.has(name):
             names.add(name)
     return names | set(dataset.property_names())
+
+
+def model_property(model: Potential, property_name: str | None) -> str | None:
+    """The property to score ``model`` on: its own target for a property model (ValueError when
+    another is asked), else ``property_name`` (a model file of format < 3 trained on a property
+    records no target and needs it)."""
+    target = model.config.target
+    if model.config.is_potential:
+        return property_name
+    if property_name not in (None, target):
+        raise ValueError(f"the model predicts {target!r} ({model.config.target_unit}), not {property_name!r}")
+    return target
 
 
 def evaluate(
@@ -57,6 +73,7 @@ def evaluate(
     property model, ``<property>``/``<property>_ref`` [M].
     """
     info = dist_info or DistInfo()
+    property_name = model_property(model, property_name)
     if isinstance(dataset, H5Dataset):
         dataset.check_labels(property_name)  # NaN labels would give NaN metrics and a NaN "best" model
     weights = weights or LossWeights(property_name=property_name)
@@ -67,6 +84,7 @@ def evaluate(
     stats = ErrorStats(keys)
     terms = weights.terms(targets_here)
     loss_sums = torch.zeros(2 * len(terms), dtype=torch.float64)
+    outputs = torch.zeros(119, 3, dtype=torch.float64)  # per element: count, sum, sum of squares of the output
     preds: dict[str, list[np.ndarray]] = {}
     model.eval()
     loader = make_loader(dataset, model.cutoff, batch_size, shuffle=False, num_workers=num_workers, dtype=dtype)
@@ -76,6 +94,10 @@ def evaluate(
         with torch.enable_grad():
             out = model(graph, compute_forces=want_forces, compute_stress=want_stress)
         out = {k: v.detach() for k, v in out.items()}
+        if "node_output" in out:
+            o = out["node_output"].double().cpu()
+            z = graph.numbers.long().cpu()
+            outputs.index_add_(0, z, torch.stack([torch.ones_like(o), o, o * o], dim=1))
         stats.update(out, targets, graph, property_name)
         if terms:
             sums, counts = loss_terms(out, targets, graph, weights, terms)
@@ -87,12 +109,18 @@ def evaluate(
     if info.enabled:
         stats.set_tensor(all_reduce_sum(stats.as_tensor(), info))
         loss_sums = all_reduce_sum(loss_sums, info)
+        outputs = all_reduce_sum(outputs, info)
     metrics = stats.compute()
     if terms:
         sums = {name: loss_sums[2 * t] for t, name in enumerate(terms)}
         counts = {name: loss_sums[2 * t + 1] for t, name in enumerate(terms)}
         metrics["loss"] = float(combine(sums, counts, weights)[0])
-    return Evaluation(metrics, {k: np.concatenate(v) for k, v in preds.items()})
+    spread = None
+    count = float(outputs[:, 0].sum())
+    if count > 0:
+        within = outputs[:, 2] - outputs[:, 1] ** 2 / outputs[:, 0].clamp_min(1.0)  # per element
+        spread = max(float(within.sum()) / count, 0.0) ** 0.5
+    return Evaluation(metrics, {k: np.concatenate(v) for k, v in preds.items()}, spread)
 
 
 def _collect(preds: dict[str, list[np.ndarray]], out, targets, graph, property_name: str | None) -> None:
@@ -105,8 +133,10 @@ def _collect(preds: dict[str, list[np.ndarray]], out, targets, graph, property_n
     put("cell", graph.cell)
     put("pbc", graph.pbc)
     if property_name is not None:
-        put(property_name, out["energy"])
+        put(property_name, predicted(out))
         put(f"{property_name}_ref", targets[property_name].reshape(-1))
+        if "dipole" in out:
+            put(f"{property_name}_vector", out["dipole"])
         return
     put("energy", out["energy"])
     if "energy" in targets:

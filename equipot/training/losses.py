@@ -5,7 +5,11 @@ Every term is a mean of squared (or Huber) errors:
 - energy: per-atom energy error ((E_pred - E_ref) / n_atoms)^2, averaged over structures, (eV/atom)^2;
 - forces: force-component error (F_pred - F_ref)^2, averaged over atoms x 3, (eV/Å)^2;
 - stress: stress-component error, averaged over structures x 9, (eV/Å^3)^2;
-- property: (P_pred - P_ref)^2 averaged over structures, in the property's unit squared.
+- property: ((P_pred - P_ref) / property_scale)^2 averaged over structures: dimensionless, the
+  error in units of the property's spread (:func:`equipot.training.targets.loss_scale`).
+
+``kind``: ``mse`` (the squares above), ``huber`` (quadratic below ``huber_delta``, linear above)
+or ``l1`` (absolute errors).
 
 Terms are *sums* divided by a *global* count, so that under DistributedDataParallel (which
 averages gradients over ranks) the gradient equals that of the loss over the global batch:
@@ -20,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..graph import AtomicGraph
+from ..potentials.base import predicted
 
 
 @dataclass
@@ -33,6 +38,7 @@ class LossWeights:
     property_name: str | None = None
     kind: str = "mse"
     huber_delta: float = 0.01
+    property_scale: float = 1.0
 
     def terms(self, available: set[str]) -> list[str]:
         """Loss terms in use given the target names in the data."""
@@ -49,6 +55,8 @@ def _elementwise(err: Tensor, kind: str, delta: float) -> Tensor:
     if kind == "huber":
         a = err.abs()
         return torch.where(a < delta, 0.5 * err * err, delta * (a - 0.5 * delta))
+    if kind == "l1":
+        return err.abs()
     return err * err
 
 
@@ -59,7 +67,8 @@ def loss_terms(
 
     ``pred`` is the output of :class:`~equipot.potentials.Potential` (``energy`` [B] eV,
     ``forces`` [N, 3], ``stress`` [B, 3, 3]); ``targets`` the batch's targets. For the
-    ``property`` term the model's ``energy`` output is compared with ``targets[property_name]``.
+    ``property`` term the model's prediction (``property``, or ``energy`` for a model file of
+    format < 3) is compared with ``targets[property_name]``.
     """
     sums: dict[str, Tensor] = {}
     counts: dict[str, Tensor] = {}
@@ -75,7 +84,7 @@ def loss_terms(
             err = pred["stress"] - targets["stress"].to(pred["stress"].dtype)
         else:
             target = targets[weights.property_name].to(dtype).reshape(-1)
-            err = pred["energy"].to(dtype) - target
+            err = (predicted(pred).to(dtype) - target) / weights.property_scale
         sums[name] = _elementwise(err, kind, delta).sum().to(dtype)
         counts[name] = torch.tensor(float(err.numel()), dtype=dtype, device=err.device)
     return sums, counts

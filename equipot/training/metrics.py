@@ -1,7 +1,8 @@
 """Error statistics (MAE/RMSE per target), the metrics CSV and the per-epoch line.
 
 Units in reports: energies in meV and meV/atom, forces in meV/Å, stress in meV/Å^3;
-properties in their own unit (as stored in the HDF5 file).
+properties in their own unit (as stored in the HDF5 file), except that properties in eV are
+reported in meV.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..graph import AtomicGraph
+from ..potentials.base import predicted
 from ..safe_write import atomic_write
 
 # name -> (factor from the stored unit, unit label) for the standard targets.
@@ -50,7 +52,7 @@ class ErrorStats:
         """Add a batch's errors for every key that both ``pred`` and ``targets`` have."""
         if property_name is not None:
             if property_name in self.keys:
-                self.add(property_name, pred["energy"].double() - targets[property_name].double().reshape(-1))
+                self.add(property_name, predicted(pred).double() - targets[property_name].double().reshape(-1))
             return
         if "energy" in targets and "energy" in self.keys:
             err = pred["energy"].double() - targets["energy"].double()
@@ -98,22 +100,41 @@ def report_rows(metrics: dict[str, float], units: dict[str, str] | None = None) 
     rows = []
     keys = [k[: -len("_mae")] for k in metrics if k.endswith("_mae")]
     for key in keys:
-        factor, unit = STANDARD.get(key, (1.0, units.get(key, "")))
+        factor, unit = report_unit(key, units.get(key, ""))
         rows.append((key, metrics[f"{key}_mae"] * factor, metrics[f"{key}_rmse"] * factor, unit))
     return rows
+
+
+def report_unit(key: str, unit: str) -> tuple[float, str]:
+    """(factor from the stored unit, unit label) in which the errors of ``key`` are reported:
+    meV for the standard targets and for properties stored in eV, else the property's own unit."""
+    if key in STANDARD:
+        return STANDARD[key]
+    return (1000.0, "meV") if unit == "eV" else (1.0, unit)
 
 
 def format_table(metrics: dict[str, float], units: dict[str, str] | None = None) -> str:
     """A small text table of MAE/RMSE per target."""
     rows = report_rows(metrics, units)
-    lines = [f"{'target':<18}{'MAE':>12}{'RMSE':>12}  unit"]
-    for key, mae, rmse, unit in rows:
-        lines.append(f"{key:<18}{mae:>12.4f}{rmse:>12.4f}  {unit}")
+    cells = [(key, _number(mae), _number(rmse), unit) for key, mae, rmse, unit in rows]
+    width = max([12] + [len(c) + 2 for _, mae, rmse, _ in cells for c in (mae, rmse)])
+    name = max([18] + [len(key) + 2 for key, *_ in cells])
+    lines = [f"{'target':<{name}}{'MAE':>{width}}{'RMSE':>{width}}  unit"]
+    for key, mae, rmse, unit in cells:
+        lines.append(f"{key:<{name}}{mae:>{width}}{rmse:>{width}}  {unit}")
     return "\n".join(lines)
 
 
+def _number(value: float) -> str:
+    """Four decimals, or four significant digits in scientific notation where those would not
+    show the value (huge or tiny), so that columns never run together."""
+    if value != 0 and not 1e-3 <= abs(value) < 1e7:
+        return f"{value:.4e}"
+    return f"{value:.4f}"
+
+
 def epoch_line(epoch: float, step: int, lr: float, train_loss: float, valid: dict[str, float], elapsed: float,
-               property_name: str | None = None) -> str:
+               property_name: str | None = None, property_unit: str = "") -> str:
     """One line per validation: validation MAE of energy (meV/atom, meV) and forces (meV/Å).
 
     ``epoch`` is the number of epochs done, fractional when training stopped inside an epoch.
@@ -130,7 +151,8 @@ def epoch_line(epoch: float, step: int, lr: float, train_loss: float, valid: dic
     if "stress_mae" in valid:
         parts.append(f"S MAE {valid['stress_mae'] * 1e3:.3f} meV/Å^3")
     if property_name is not None and f"{property_name}_mae" in valid:
-        parts.append(f"{property_name} MAE {valid[f'{property_name}_mae']:.4g}")
+        factor, unit = report_unit(property_name, property_unit)
+        parts.append(f"{property_name} MAE {valid[f'{property_name}_mae'] * factor:.4g} {unit}".rstrip())
     parts.append(f"{elapsed:.1f} s")
     return " | ".join(parts)
 

@@ -1,13 +1,14 @@
 """PNG learning curves and parity plots of a training run (matplotlib, Agg backend)."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from ..safe_write import atomic_write
-from .metrics import read_metrics
+from .metrics import read_metrics, report_unit
 
 
 def _pyplot():
@@ -28,8 +29,9 @@ def _save(fig, path: Path, dpi: int) -> Path:
     return path
 
 
-def learning_curves(run_dir: Path, out_dir: Path, dpi: int = 120) -> Path | None:
-    """Loss and validation MAEs against optimiser steps, log scale: ``learning_curves.png``."""
+def learning_curves(run_dir: Path, out_dir: Path, dpi: int = 120, units: dict[str, str] | None = None) -> Path | None:
+    """Loss and validation MAEs against optimiser steps, log scale: ``learning_curves.png``.
+    ``units``: the stored unit of a property's values (meV is shown for eV)."""
     plt = _pyplot()
     cols = read_metrics(run_dir / "metrics.csv")
     steps = np.asarray(cols.get("step", []))
@@ -39,11 +41,15 @@ def learning_curves(run_dir: Path, out_dir: Path, dpi: int = 120) -> Path | None
     maes = [(k, k[: -len("_mae")]) for k in cols if k.endswith("_mae")]
     labels = {"energy": "energy MAE (meV)", "energy_per_atom": "energy MAE (meV/atom)",
               "forces": "force MAE (meV/Å)", "stress": "stress MAE (meV/Å^3)"}
+    factors = {name: 1000.0 for name in labels}
     for key, name in maes:
-        panels.append((name, [(key, "validation")], labels.get(name, f"{name} MAE")))
+        if name not in labels:
+            factors[name], unit = report_unit(name, (units or {}).get(name, ""))
+            labels[name] = f"{name} MAE ({unit})" if unit else f"{name} MAE"
+        panels.append((name, [(key, "validation")], labels[name]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, layout="constrained")
     for ax, (name, series, ylabel) in zip(axes[0], panels):
-        factor = 1000.0 if name in labels else 1.0
+        factor = factors.get(name, 1.0)
         for key, label in series:
             values = np.asarray(cols.get(key, []), dtype=float) * factor
             ok = np.isfinite(values) & (values > 0)
@@ -87,8 +93,10 @@ def _readable(ax) -> None:
     ax.ticklabel_format(useOffset=False, style="plain")
 
 
-def _parity_panels(predictions: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray, str]]:
-    """(label with unit, reference, predicted, MAE unit) per panel, in display units (meV, meV/Å)."""
+def _parity_panels(predictions: dict[str, np.ndarray],
+                   units: dict[str, str] | None = None) -> list[tuple[str, np.ndarray, np.ndarray, str]]:
+    """(label with unit, reference, predicted, MAE unit) per panel, in display units (meV, meV/Å;
+    a property in its stored unit from ``units``, meV for eV)."""
     panels = []
     if "energy" in predictions and "energy_ref" in predictions:
         n = predictions["num_atoms"].astype(float)
@@ -106,17 +114,21 @@ def _parity_panels(predictions: dict[str, np.ndarray]) -> list[tuple[str, np.nda
                        predictions["stress"].ravel() * 1e3, "meV/Å^3"))
     for key in predictions:
         if key.endswith("_ref") and key[:-4] not in ("energy", "forces", "stress") and key[:-4] in predictions:
-            panels.append((key[:-4], predictions[key].ravel(), predictions[key[:-4]].ravel(), ""))
+            name = key[:-4]
+            factor, unit = report_unit(name, (units or {}).get(name, ""))
+            panels.append((f"{name} ({unit})" if unit else name, predictions[key].ravel() * factor,
+                           predictions[name].ravel() * factor, unit))
     return panels
 
 
-def parity(predictions: dict[str, np.ndarray], title: str, path: Path, dpi: int = 120) -> Path | None:
+def parity(predictions: dict[str, np.ndarray], title: str, path: Path, dpi: int = 120,
+           units: dict[str, str] | None = None) -> Path | None:
     """Predicted against reference: energy and energy per atom relative to the reference mean (meV),
     force and stress components, properties; and the force MAE of each element. One panel each."""
     from ase.data import chemical_symbols
 
     plt = _pyplot()
-    panels = _parity_panels(predictions)
+    panels = _parity_panels(predictions, units)
     if not panels:
         return None
     per_element = "forces" in predictions and "forces_ref" in predictions and "numbers" in predictions
@@ -169,9 +181,16 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     data = {}
     if (run_dir / "config.yaml").is_file():
         data = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("data", {})
+    units = {}
+    if (run_dir / "summary.json").is_file():  # a property model's unit (the summary records the target)
+        try:
+            target = json.loads((run_dir / "summary.json").read_text()).get("target") or {}
+            units = {target["name"]: target["unit"]} if "name" in target and "unit" in target else {}
+        except (ValueError, AttributeError):
+            units = {}
     written = []
     if (run_dir / "metrics.csv").is_file():
-        curve = learning_curves(run_dir, out, dpi)
+        curve = learning_curves(run_dir, out, dpi, units)
         if curve is not None:
             written.append(curve)
     for split in ("valid", "test"):
@@ -186,7 +205,7 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
             source = Path(data[key]).name if data.get(key) else "data"
             what = {"valid": "validation", "test": "test"}[split]
             title = f"{run_dir.name}: {what} set of {source} ({len(preds.get('num_atoms', []))} frames)"
-            p = parity(preds, title, out / f"parity_{split}.png", dpi)
+            p = parity(preds, title, out / f"parity_{split}.png", dpi, units)
             if p is not None:
                 written.append(p)
     return written

@@ -33,18 +33,14 @@ import torch
 from torch import nn
 
 from ..data.loader import make_loader
-from ..potentials.base import Potential, PotentialConfig
+from ..potentials.base import Potential, PotentialConfig, element_counts
 from ..potentials.model_file import load_model, save_model
 from ..precision import DTYPES
 from ..safe_write import atomic_write, output_lock
 from ..threads import set_threads
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, config_to_dict, save_config
-from .data import (
-    Splits,
-    build_splits,
-    check_targets,
-)
+from .data import Splits, build_splits, check_targets, target_values
 from .distributed import all_reduce_sum, barrier, init_distributed, rank_agreement, resolve_device, shutdown
 from .ema import EMA
 from .energy_fit import EnergyFit
@@ -55,6 +51,18 @@ from .metrics import MetricsCSV, epoch_line, format_table
 from .model_from_data import model_from_data
 from .sampler import EpochSampler
 from .schedule import LRSchedule
+from .targets import loss_scale
+
+#: the spread of the backbone's output among atoms of one element below which the network is dead
+#: (the output is of order 0.01 to 1 by construction; float32 rounding alone leaves ~1e-7 of it)
+DEAD_OUTPUT_STD = 1e-6
+#: training frames whose output spread is checked when there are no validation frames
+DEAD_PROBE_FRAMES = 64
+
+
+class DeadNetworkError(ValueError):
+    """Training ended without a usable model: the network died (constant output) before any
+    validation could keep one."""
 
 
 def seed_everything(seed: int) -> None:
@@ -105,6 +113,7 @@ class Trainer:
 
     def _set_up(self) -> None:
         config, resume, tc = self.config, self.resume, self.config.train
+        config.resolve_defaults()
         self.weights = LossWeights(
             energy=tc.energy_weight, forces=tc.forces_weight, stress=tc.stress_weight,
             property=tc.property_weight, property_name=tc.property, kind=tc.loss, huber_delta=tc.huber_delta,
@@ -140,6 +149,10 @@ class Trainer:
         energy_loss = tc.property is not None or (
             tc.energy_weight > 0 and "energy" in available_targets(self.splits.train))
         self.model = self._build_model()
+        if tc.property is not None:
+            values = target_values(self.splits.train, tc.property)
+            counts = element_counts(self.splits.train.numbers_per_frame(), self.model.config.elements)
+            self.weights.property_scale = loss_scale(values, counts)
         self.learn_energies = bool(self.model.config.learns_atomic_energies() and energy_loss)
         self.model.energy_correction.requires_grad_(self.learn_energies)
         self.energy_fit = None
@@ -171,6 +184,9 @@ class Trainer:
         self.finished = False
         self.signals = StopSignals()
         self.ddp_model: nn.Module = self.model
+        self.output_std: float | None = None
+        self._validated_step = -1
+        self.dead_step: int | None = None
         self.targets = available_targets(self.splits.train)
         self.terms = self.weights.terms(self.targets)
         if not self.terms:
@@ -259,6 +275,7 @@ class Trainer:
             "config": config_to_dict(self.config),
             "budget": self._budget(),
             "metrics_rows": self.csv.rows(),
+            "dead_step": self.dead_step,
         }
 
     def _restore(self, state: dict) -> None:
@@ -273,6 +290,7 @@ class Trainer:
         for key in ("step", "epoch", "batch_in_epoch", "bad", "best_step"):
             setattr(self, key, int(state[key]))
         self.best = float(state["best"])
+        self.dead_step = state.get("dead_step")
         self.elapsed = float(state["elapsed"])
         self.finished = bool(state.get("finished", False))
         self.epoch_loss = [float(state["epoch_loss"][0]), int(state["epoch_loss"][1])]
@@ -363,12 +381,24 @@ class Trainer:
         return valid.subset(np.arange(self.dist.rank, len(valid), self.dist.world_size))
 
     def validate(self) -> dict[str, float]:
+        """Validation metrics of the evaluated model; sets ``output_std``. Without validation
+        frames, no metrics, and ``output_std`` of the first training frames (a dead network must
+        be caught there too, where the training loss alone would keep it as the best model)."""
         share = self._valid_share()
         if share is None:
+            probe = self.splits.train.subset(np.arange(min(DEAD_PROBE_FRAMES, len(self.splits.train))))
+            self.output_std = evaluate(self.eval_model, probe, self.config.data.valid_batch_size, self.device,
+                                       self.dtype, property_name=self.config.train.property).output_std
             return {}
-        return evaluate(self.eval_model, share, self.config.data.valid_batch_size, self.device, self.dtype,
-                        self.weights, self.config.train.property, self.config.data.num_workers,
-                        dist_info=self.dist).metrics
+        result = evaluate(self.eval_model, share, self.config.data.valid_batch_size, self.device, self.dtype,
+                          self.weights, self.config.train.property, self.config.data.num_workers,
+                          dist_info=self.dist)
+        self.output_std = result.output_std
+        return result.metrics
+
+    def _is_dead(self) -> bool:
+        """Whether the last validation found the network dead (output independent of the structure)."""
+        return self.output_std is not None and self.output_std < DEAD_OUTPUT_STD
 
     def now_elapsed(self) -> float:
         """Seconds of training so far, over all sessions of this run."""
@@ -437,6 +467,11 @@ class Trainer:
                     self.save_checkpoint()
                 if stop:
                     break
+                # a step that ends the epoch is validated below, with the epoch
+                if (tc.valid_every_steps and self.step % tc.valid_every_steps == 0
+                        and self.batch_in_epoch < self.steps_per_epoch and self._after_validation()):
+                    stop = True
+                    break
             bar.close()
             if self.batch_in_epoch >= self.steps_per_epoch:
                 self.epoch += 1
@@ -444,7 +479,8 @@ class Trainer:
                 end_of_epoch = True
             else:
                 end_of_epoch = False
-            if (end_of_epoch and self.epoch % tc.valid_every == 0) or stop or self.epoch >= tc.epochs:
+            due = (end_of_epoch and self.epoch % tc.valid_every == 0) or stop or self.epoch >= tc.epochs
+            if due and self._validated_step != self.step:  # not twice at one step (valid_every_steps)
                 stop = self._after_validation() or stop
             if end_of_epoch:
                 self.epoch_loss = [0.0, 0]
@@ -456,6 +492,7 @@ class Trainer:
     def _after_validation(self) -> bool:
         """Validate, log, update best/plateau/early stopping. Returns True to stop."""
         tc = self.config.train
+        self._validated_step = self.step
         steps = max(self.epoch_loss[1], 1)
         loss_sum = all_reduce_sum(torch.tensor([self.epoch_loss[0]], dtype=torch.float64), self.dist)
         train_loss = float(loss_sum[0]) / steps / self.dist.world_size
@@ -465,8 +502,14 @@ class Trainer:
                 self.energy_fit.refit(self.ema.shadow)
         valid = self.validate()
         score = self._score(valid, train_loss)
+        dead = self._is_dead()
         self.schedule.observe(score)
-        improved = score < self.best
+        improved = score < self.best and not dead
+        if dead:
+            self.dead_step = self.step
+            self.log(f"warning: the network has died at step {self.step}: its output is the same for every atom of "
+                     f"an element, whatever the structure (spread {self.output_std:.1e}); it is not kept as the best "
+                     f"model. A lower train.lr (now {tc.lr:g}) avoids this")
         if improved:
             self.best, self.best_step, self.bad = score, self.step, 0
             if self.dist.is_main:
@@ -480,7 +523,7 @@ class Trainer:
         if self.dist.is_main:
             self.csv.append(row)
         self.log(epoch_line(epoch, self.step, self.schedule.current, train_loss, valid, elapsed,
-                            tc.property) + (" *" if improved else ""))
+                            tc.property, self.model.config.target_unit) + (" *" if improved else ""))
         if tc.patience is not None and self.bad >= tc.patience:
             self.log(f"early stopping: no improvement of valid {tc.monitor} for {self.bad} validations")
             return True
@@ -501,26 +544,40 @@ class Trainer:
         m = self.model.config
         n_params = sum(p.numel() for p in self.model.parameters())
         v = len(self.splits.valid) if self.splits.valid is not None else 0
+        tc, unit = self.config.train, m.target_unit
         e0 = ", ".join(f"{z}:{e:.4f}" for z, e in zip(m.elements, m.atomic_energies or []))
+        if m.is_potential:
+            what = f"scale {m.scale:.5g} eV, atomic energies (eV) {{{e0}}}"
+        else:
+            what = (f"target {m.target} ({unit}), readout {m.target_readout}, shift {m.shift:.5g}, scale "
+                    f"{m.scale:.5g}" + (f", references ({unit}) {{{e0}}}" if any(m.reference_list()) else "")
+                    + f", loss unit {self.weights.property_scale:.5g} {unit}")
         return (f"equipot train: {m.backbone} ({n_params} parameters), {len(self.splits.train)} training / {v} "
                 f"validation frames, batch {self.config.data.batch_size} x {self.dist.world_size} process(es), "
-                f"{self.steps_per_epoch} steps/epoch, device {self.device}, {self.config.train.dtype}, "
-                f"{self.threads} thread(s), lr schedule {self.config.train.scheduler}\n"
+                f"{self.steps_per_epoch} steps/epoch, device {self.device}, {tc.dtype}, "
+                f"{self.threads} thread(s), lr {tc.lr:g}, schedule {tc.scheduler}\n"
                 f"  avg_num_neighbors {m.avg_num_neighbors:.3f}, min_pair_distance "
                 f"{m.min_pair_distance if m.min_pair_distance is None else round(m.min_pair_distance, 4)} Å, "
-                f"scale {m.scale:.5g} eV, atomic energies (eV) {{{e0}}}\n  run directory {self.run_dir}")
+                f"{what}\n  run directory {self.run_dir}")
 
     # ------------------------------------------------------------------ end
     def _finish(self) -> dict:
         rank_diff = rank_agreement(self.eval_model, self.dist)
         summary = {"steps": self.step, "epochs": self.epoch, "time_s": round(self.elapsed, 3),
                    "best_step": self.best_step, f"best_valid_{self.config.train.monitor}": self.best,
-                   "processes": self.dist.world_size, "ddp_max_param_diff": rank_diff}
+                   "processes": self.dist.world_size, "ddp_max_param_diff": rank_diff, "dead_step": self.dead_step,
+                   "target": {"name": self.model.config.target, "unit": self.model.config.target_unit,
+                              "readout": self.model.config.target_readout}}
         if not self.dist.is_main:
             return summary
         save_model(self.eval_model, self.run_dir / "model_last.pt")
         best_path = self.run_dir / "model.pt"
         if not best_path.exists():
+            if self.dead_step is not None:
+                raise DeadNetworkError(f"{self.run_dir}: the network died (its output stopped depending on the "
+                                       f"structure; last seen at step {self.dead_step}) before any validation kept a "
+                                       f"model: no model.pt written (model_last.pt holds the dead weights). Train "
+                                       f"again with a lower train.lr (was {self.config.train.lr:g})")
             save_model(self.eval_model, best_path)
 
         best = load_model(best_path).to(device=self.device, dtype=self.dtype)

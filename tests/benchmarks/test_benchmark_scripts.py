@@ -150,3 +150,35 @@ def test_entry_points_run_as_files_and_as_modules(command, tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| icosahedron | 12 | 0 | 0 | 0 | 0 | 0 | 66.3 |" in done.stdout
+
+
+def test_qm9_benchmark_trains_equipot_and_writes_the_table(tmp_path, monkeypatch):
+    """benchmarks/qm9.py on a tiny QM9-like file (small molecules, made-up U0 and mu, splits
+    train/valid/test): equipot for a few seconds per target (SchNet needs the peers' environment)."""
+    from benchmarks import qm9
+    from equipot.data import HDF5Writer
+
+    path = tmp_path / "q.h5"
+    rng = np.random.default_rng(0)
+    with HDF5Writer(path, source="test") as w:
+        for k in range(30):
+            atoms = molecule(["CH4", "H2O", "NH3", "CH3OH"][k % 4])
+            atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+            w.add(atoms.numbers, atoms.positions, properties={"U0": -10.0 * len(atoms) + rng.normal(),
+                                                               "mu": abs(rng.normal()) + 1.0})
+        w.set_units("U0", "eV")
+        w.set_units("mu", "Debye")
+        for name, idx in (("train", range(20)), ("valid", range(20, 25)), ("test", range(25, 30))):
+            w.add_split(name, np.array(list(idx)))
+    out = tmp_path / "out"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert qm9.main(["--data", str(path), "--targets", "U0,mu", "--models", "equipot", "--budget", "2",
+                     "--n-train", "20", "--n-valid", "5", "--n-test", "5", "--equipot-valid-steps", "1",
+                     "--equipot-options", "hidden=8,layers=1,grid_size=8,cutoff=4.0", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    for target, readout in (("U0", "extensive"), ("mu", "dipole")):
+        row = results["targets"][target]
+        assert row["equipot"]["readout"] == readout and np.isfinite(row["equipot"]["test_mae"])
+        assert row["mean_baseline"] > 0
+    table = (out / "results.md").read_text()
+    assert "| U0 | meV |" in table and "| mu | Debye |" in table

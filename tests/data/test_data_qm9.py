@@ -265,3 +265,29 @@ def test_qm9pack_installed_full(tmp_path):
     assert len(ds) == 130831
     assert ds.elements() == [1, 6, 7, 8, 9]
     assert ds.num_atoms().max() == 29
+
+
+def test_qm9_sources_take_split_files_and_random_splits(xyz_dir, tmp_path, capsys):
+    """`equipot convert --split/--random-split` for both QM9 sources (xyz files and qm9pack CSV): the
+    splits are stored, disjoint, of the sizes asked; the published atomrefs are stored by default."""
+    from equipot.cli.main import main
+
+    data = tmp_path / "pack"
+    data.mkdir()
+    (data / "qm9_part1.csv").write_text("\n".join([QM9PACK_HEADER, *map(_qm9pack_row, MOLECULES)]) + "\n")
+    (tmp_path / "first.txt").write_text("0\n2\n")
+    for fmt, src in (("qm9", xyz_dir), ("qm9pack", data)):
+        out = tmp_path / f"{fmt}.h5"
+        assert main(["convert", "--format", fmt, str(src), "-o", str(out), "--split", f"first={tmp_path / 'first.txt'}",
+                     "--random-split", "train=2,test=1", "--seed", "3", "-q"]) == 0
+        ds = H5Dataset(out)
+        splits = ds.splits()
+        np.testing.assert_array_equal(splits["first"], [0, 2])
+        assert len(splits["train"]) == 2 and len(splits["test"]) == 1
+        assert not set(splits["train"]) & set(splits["test"])
+        assert ds.atomrefs()["U0"][0][6] == pytest.approx(-37.846772 * Hartree)
+    capsys.readouterr()
+    assert main(["convert", "--format", "qm9pack", str(data), "-o", str(tmp_path / "x.h5"),
+                 "--random-split", "train=9"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "need 9 frames" in err and "has 4" in err
