@@ -8,7 +8,7 @@ energy+forces call; ``--json`` writes the table.
 Usage::
 
     python benchmarks/symmetry.py runs/ethanol/model.pt --molecule ethanol \\
-        --grids train icosahedron:12 dodecahedron:20 repulsion:24 repulsion:32 fibonacci:96
+        --grids train icosahedron:12 dodecahedron:20 repulsion:32 geodesic:42 fibonacci:96
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def measure(model_path: str | Path, molecule: str, grids: list[str], frames: int
 
 
 QUADRATURE_GRIDS = ("fibonacci:12", "icosahedron:12", "fibonacci:20", "dodecahedron:20", "repulsion:20",
-                    "repulsion:24", "fibonacci:32", "repulsion:32", "repulsion:48")
+                    "repulsion:24", "fibonacci:32", "repulsion:32", "geodesic:42", "repulsion:48", "geodesic:92")
 
 
 def quadrature_table(grids: Sequence[str] = QUADRATURE_GRIDS, degrees: Sequence[int] = range(1, 13)) -> str:

@@ -20,8 +20,9 @@ from .registry import get_backbone
 
 MODEL_FORMAT = "equipot.model"
 # 2: backbone options may need their 0.1 defaults (see _upgrade_options); 3: the config records the
-# target (energy or a property), its unit and its readout; older files are energy models.
-MODEL_VERSION = 3
+# target (energy or a property), its unit and its readout; older files are energy models;
+# 4: the ponita "auto" grids include the geodesic ones (older files keep the grids of their time).
+MODEL_VERSION = 4
 
 
 def save_model(model: Potential, path: str | os.PathLike) -> None:
@@ -45,11 +46,11 @@ def _upgrade_options(backbone: str, options: dict[str, Any], version: int) -> di
     """Backbone options of a file of model format ``version``, completed with the defaults of its time.
 
     Files store only the options that were given; a backbone whose defaults changed since says
-    what they were through its config class's ``legacy_options(options)`` (format 1 = equipot 0.1).
+    what they were through its config class's ``upgrade_options(options, version)``.
     """
     config_cls = get_backbone(backbone)[1]
-    if version < 2 and hasattr(config_cls, "legacy_options"):
-        return config_cls.legacy_options(dict(options))
+    if version < MODEL_VERSION and hasattr(config_cls, "upgrade_options"):
+        return config_cls.upgrade_options(dict(options), version)
     return options
 
 

@@ -40,15 +40,17 @@ block was ``lowpass=null, norm=false, readout=mlp, widening=4``):
   (an MLP on the last layer's features).
 
 Grids (``grid``, ``grid_size``; see :mod:`equipot.potentials.sphere`): ``icosahedron`` (12),
-``dodecahedron`` (20), ``repulsion`` (any size), ``fibonacci``, or ``auto`` (the best of these
-for the size). Training turns the grid by a fresh random rotation every call
-(``rotate_grid_in_training``), so the loss sees every placement of the grid relative to the
-molecule and the network learns to suppress what the grid cannot integrate. The icosahedron
-integrates every degree except 6, 10, 12, ... exactly, so a network trained on it keeps little
-at those degrees, and the 32-point repulsion grid (exact at 1-5, 7-9 and 11, 1.8 % at 6)
-averages it far more accurately: that is the default inference grid (``eval_grid``, saved with
-the model), with ``finetune_on_eval_grid`` training on it at the end so that the network is
-adapted to the grid it is used on. ``r3_only=True`` uses distances only (O = 1): exactly invariant.
+``dodecahedron`` (20), ``geodesic`` (10 nu^2 + 2: 42, 92, ...), ``repulsion`` (any size),
+``fibonacci``, or ``auto`` (the best of these for the size). Training turns the grid by a fresh
+random rotation every call (``rotate_grid_in_training``), so the loss sees every placement of the
+grid relative to the molecule and the network learns to suppress what the grid cannot integrate.
+The icosahedron integrates every degree except 6, 10, 12, 15, 16, ... exactly, so a network
+trained on it keeps little at those degrees, and keeps whatever it likes at the others (7-9, 11,
+13, ...). Only an icosahedral grid integrates all of those exactly; the 42-point geodesic grid
+also integrates degrees 6 and 10 to 4 % and 15 %: that is the default inference grid
+(``eval_grid``, saved with the model), with ``finetune_on_eval_grid`` training on it at the end
+so that the network is adapted to the grid it is used on. ``r3_only=True`` uses distances only
+(O = 1): exactly invariant.
 
 A vector per atom (:meth:`Ponita.add_vector_head`, which the ``dipole`` readout asks for): a scalar
 per orientation f(o), read out like the energy, times the orientation, averaged over the grid:
@@ -70,7 +72,7 @@ from .sphere import GRIDS, legendre, orientation_grid, sphere_invariants
 
 KERNELS = ("radial", "mlp")
 READOUTS = ("mlp", "every")
-# The defaults of equipot 0.1 (model files of format 1 store only the options that were given).
+# The defaults of equipot 0.1 (model files store only the options that were given).
 LEGACY_DEFAULTS: dict[str, Any] = dict(
     hidden=64, layers=3, grid="fibonacci", grid_size=12, eval_grid=None, eval_grid_size=None, basis_size=16,
     radial_basis="gaussian", angular_degree=3, kernel="mlp", kernel_dim=16, widening=4, lowpass=None, norm=False,
@@ -86,13 +88,15 @@ class PonitaConfig:
         hidden: channels C per orientation.
         layers: number of convolution layers.
         grid: orientation grid of training (and of inference when ``eval_grid`` resolves to it):
-            ``icosahedron`` (12 points), ``dodecahedron`` (20), ``repulsion``, ``fibonacci``, or
-            ``auto``: the icosahedron or dodecahedron at 12 or 20 points, repulsion otherwise.
-        grid_size: points of the grid (must be 12 / 20 for the Platonic grids); ignored when r3_only.
+            ``icosahedron`` (12 points), ``dodecahedron`` (20), ``geodesic`` (10 nu^2 + 2 points),
+            ``repulsion``, ``fibonacci``, or ``auto``: the icosahedron, dodecahedron or geodesic
+            grid where the size has one, repulsion otherwise.
+        grid_size: points of the grid (12 / 20 for the Platonic grids, 42, 92, ... for the
+            geodesic one); ignored when r3_only.
         eval_grid, eval_grid_size: the grid of eval mode (inference). Both null: the training
-            grid; ``auto`` without a size: the 32-point repulsion grid when training on the
-            12-point icosahedron (it also integrates degrees 6-9 and 11, which the icosahedron
-            cannot; see the README's symmetry section), else the training grid.
+            grid; ``auto`` without a size: the 42-point geodesic grid when training on the
+            12-point icosahedron (it integrates everything the icosahedron does, and degrees 6
+            and 10 to 4 % and 15 %; see the README's symmetry section), else the training grid.
         basis_size: radial functions of the distance |r| (the kernel's input).
         radial_basis: "gaussian" (evenly spaced Gaussians on [0, cutoff]) or "bessel"
             (sin(k pi r / c) / r, as in NequIP/MACE).
@@ -150,9 +154,25 @@ class PonitaConfig:
             raise ValueError(f"lowpass must be a degree >= 0 or null, got {self.lowpass}")
 
     @staticmethod
-    def legacy_options(options: dict[str, Any]) -> dict[str, Any]:
-        """Options of a model file written by equipot 0.1 (model format 1), with that version's defaults."""
-        return {**LEGACY_DEFAULTS, **options}
+    def upgrade_options(options: dict[str, Any], version: int) -> dict[str, Any]:
+        """Options of a model file of format ``version``, completed with the defaults of its time:
+        equipot 0.1 (format 1); before format 4, ``auto`` grids meant the 32-point repulsion grid
+        for inference after the icosahedron and repulsion at sizes other than 12 and 20."""
+        if version < 2:
+            return {**LEGACY_DEFAULTS, **options}
+        options = dict(options)
+        if version < 4:
+            grid, size = options.get("grid", "auto"), options.get("grid_size", 12)
+            if grid == "auto" and size not in (12, 20):
+                options["grid"] = "repulsion"
+            if options.get("eval_grid", "auto") == "auto":
+                if options.get("eval_grid_size") is None:
+                    on_icosahedron = grid in ("auto", "icosahedron") and size == 12
+                    options.update(eval_grid="repulsion" if on_icosahedron else None,
+                                   eval_grid_size=32 if on_icosahedron else None)
+                elif options["eval_grid_size"] not in (12, 20):
+                    options["eval_grid"] = "repulsion"
+        return options
 
 
 def _sphere_grids(cfg: PonitaConfig) -> tuple[Tensor, Tensor]:
@@ -164,7 +184,7 @@ def _sphere_grids(cfg: PonitaConfig) -> tuple[Tensor, Tensor]:
     name, size = cfg.eval_grid, cfg.eval_grid_size
     if name == "auto" and size is None:
         on_icosahedron = cfg.grid in ("auto", "icosahedron") and cfg.grid_size == 12
-        name, size = ("repulsion", 32) if on_icosahedron else (None, None)
+        name, size = ("geodesic", 42) if on_icosahedron else (None, None)
     if name is None and size is None:
         return train, train
     return train, orientation_grid(name or cfg.grid, size if size is not None else cfg.grid_size)

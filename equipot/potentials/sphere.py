@@ -8,9 +8,14 @@ Grids (by name, see :func:`orientation_grid`):
 
 - ``icosahedron`` (12 points) and ``dodecahedron`` (20): vertices of the Platonic solids,
   spherical 5-designs (every polynomial of degree <= 5 is averaged exactly).
+- ``geodesic``: the icosahedron's faces cut into nu^2 triangles and projected onto the sphere,
+  10 nu^2 + 2 points (12, 42, 92, 162, ...). With the icosahedron's symmetry it averages exactly
+  every degree that has no icosahedrally invariant part (all but 0, 6, 10, 12, 15, 16, 18, ...),
+  like every icosahedral grid.
 - ``repulsion``: any number of points spread by minimising the Riesz energy sum 1/|x_i - x_j|
   from a Fibonacci start: deterministic (fixed start and steps, float64) and cached.
-- ``auto``: the icosahedron for 12 points, the dodecahedron for 20, repulsion otherwise.
+- ``auto``: the icosahedron for 12 points, the dodecahedron for 20, the geodesic grid for
+  42, 92, 162, ... points, repulsion otherwise.
 - ``fibonacci``: the golden-angle lattice; cheap and uniform in area, but not symmetric, so it
   integrates low degrees worse than the others at small sizes.
 """
@@ -24,7 +29,7 @@ from torch import Tensor
 
 from ..ops.legendre import legendre
 
-GRIDS = ("auto", "fibonacci", "icosahedron", "dodecahedron", "repulsion")
+GRIDS = ("auto", "fibonacci", "icosahedron", "dodecahedron", "geodesic", "repulsion")
 FIXED_SIZES = {"icosahedron": 12, "dodecahedron": 20}
 
 
@@ -64,6 +69,38 @@ def dodecahedron_grid() -> Tensor:
     return _unit(pts)
 
 
+def geodesic_frequency(size: int) -> int | None:
+    """nu of the geodesic grid with ``size`` = 10 nu^2 + 2 points, None if no such grid."""
+    nu = round(math.sqrt(max(size - 2, 0) / 10.0))
+    return nu if nu >= 1 and 10 * nu * nu + 2 == size else None
+
+
+def geodesic_grid(size: int) -> Tensor:
+    """The geodesic grid of ``size`` = 10 nu^2 + 2 points, [size, 3] (icosahedron vertices first)."""
+    nu = geodesic_frequency(size)
+    if nu is None:
+        raise ValueError(f"a geodesic grid has 10 nu^2 + 2 points (12, 42, 92, 162, ...), not {size}")
+    vertices = icosahedron_grid()
+    edge = float((vertices[0] - vertices[1:]).norm(dim=-1).min())
+    points = [v for v in vertices]
+    seen = {tuple(round(float(c), 9) for c in v) for v in vertices}
+    for i in range(12):
+        for j in range(i + 1, 12):
+            for k in range(j + 1, 12):
+                a, b, c = vertices[i], vertices[j], vertices[k]
+                if max(float((a - b).norm()), float((a - c).norm()), float((b - c).norm())) > edge * 1.001:
+                    continue  # not a face
+                for p in range(nu + 1):
+                    for q in range(nu + 1 - p):
+                        x = (p * a + q * b + (nu - p - q) * c) / nu
+                        x = x / x.norm()
+                        key = tuple(round(float(t), 9) for t in x)
+                        if key not in seen:
+                            seen.add(key)
+                            points.append(x)
+    return torch.stack(points)
+
+
 @functools.lru_cache(maxsize=32)
 def _repulsion(n: int, steps: int) -> Tensor:
     x = fibonacci_grid(n)
@@ -91,18 +128,22 @@ def repulsion_grid(n: int, steps: int = 1000) -> Tensor:
 def orientation_grid(name: str, size: int, dtype: torch.dtype = torch.float64) -> Tensor:
     """The named grid (see the module docstring) with ``size`` points, [size, 3].
 
-    ``icosahedron`` and ``dodecahedron`` have a fixed size (12, 20); asking for another raises.
+    ``icosahedron`` and ``dodecahedron`` have a fixed size (12, 20), ``geodesic`` one of
+    10 nu^2 + 2; asking for another raises.
     """
     if name not in GRIDS:
         raise ValueError(f"unknown orientation grid {name!r}; choose one of {', '.join(GRIDS)}")
     if name == "auto":
-        name = {12: "icosahedron", 20: "dodecahedron"}.get(size, "repulsion")
+        name = {12: "icosahedron", 20: "dodecahedron"}.get(
+            size, "geodesic" if geodesic_frequency(size) else "repulsion")
     if name in FIXED_SIZES and size != FIXED_SIZES[name]:
         raise ValueError(f"the {name} grid has {FIXED_SIZES[name]} points, not {size}")
     if name == "icosahedron":
         grid = icosahedron_grid()
     elif name == "dodecahedron":
         grid = dodecahedron_grid()
+    elif name == "geodesic":
+        grid = geodesic_grid(size)
     elif name == "repulsion":
         grid = repulsion_grid(size)
     else:

@@ -215,6 +215,26 @@ def test_model_file_of_format_1_loads_with_identical_energies():
     assert abs(energy - (-0.3019553139227258)) < 1e-12
 
 
+def test_model_file_before_format_4_keeps_the_inference_grid_of_its_time(tmp_path, ethanol):
+    """Files of format <= 3 that left eval_grid to "auto" were evaluated on the 32-point repulsion
+    grid; they still are (identical energies), while a new file gets the 42-point geodesic grid."""
+    from equipot import load_model, save_model
+    from equipot.potentials.ponita import set_inference_grid
+
+    model = make_variant({})
+    assert model.config.backbone_options.get("eval_grid", "auto") == "auto"
+    assert model.backbone.eval_grid.shape == (42, 3)
+    save_model(model, tmp_path / "new.pt")
+    payload = torch.load(tmp_path / "new.pt", weights_only=True)
+    payload["version"] = 3
+    torch.save(payload, tmp_path / "old.pt")
+    old = load_model(tmp_path / "old.pt")
+    assert old.backbone.eval_grid.shape == (32, 3)
+    set_inference_grid(model, "repulsion", 32)
+    assert predict(old, ethanol)["energy"][0] == predict(model, ethanol)["energy"][0]
+    assert load_model(tmp_path / "new.pt").backbone.eval_grid.shape == (42, 3)
+
+
 def test_trained_model_rotation_error_falls_on_the_denser_icosahedral_grid():
     """Trained (not random) weights: 150 Adam steps on the forces of rattled ethanol with the grid
     rotated at random. Evaluated on the 12-point training icosahedron and on the 32-point
@@ -260,7 +280,7 @@ def test_trained_model_rotation_error_falls_on_the_denser_icosahedral_grid():
                 errs.append(np.sqrt(np.mean((f1 - f0) ** 2) / np.mean(f0**2)))
         return float(np.mean(errs))
 
-    set_inference_grid(model, "icosahedron", 12)  # the default would already predict on 32 points
+    set_inference_grid(model, "icosahedron", 12)  # the default would already predict on 42 points
     e12 = error(model)
     set_inference_grid(model, "repulsion", 32)
     e32 = error(model)

@@ -12,6 +12,7 @@ import torch
 from equipot.potentials.sphere import (
     dodecahedron_grid,
     fibonacci_grid,
+    geodesic_grid,
     icosahedron_grid,
     legendre,
     orientation_grid,
@@ -44,6 +45,35 @@ def test_quadrature_error_is_the_rotation_averaged_error():
     assert quadrature_error(torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64), 4) == pytest.approx(1.0)
 
 
+def _rotation(axis: torch.Tensor, angle: float) -> torch.Tensor:
+    k = axis / axis.norm()
+    cross = torch.tensor([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]], dtype=torch.float64)
+    return torch.eye(3, dtype=torch.float64) + math.sin(angle) * cross + (1 - math.cos(angle)) * cross @ cross
+
+
+@pytest.mark.parametrize("size", [12, 42, 92, 162])
+def test_geodesic_grids_are_icosahedral_and_exact_where_the_icosahedron_is(size):
+    grid = geodesic_grid(size)
+    assert grid.shape == (size, 3) and torch.equal(grid[:12], icosahedron_grid())
+    assert torch.allclose(grid.norm(dim=-1), torch.ones(size, dtype=grid.dtype), atol=1e-15)
+    assert len(torch.unique(grid.round(decimals=8), dim=0)) == size
+    # the 5-fold turn about a vertex maps the grid onto itself (to round-off)
+    turned = grid @ _rotation(grid[0], 2 * math.pi / 5).T
+    assert float((turned[:, None] - grid[None]).norm(dim=-1).min(dim=1).values.max()) < 1e-12
+    # every degree without an icosahedrally invariant harmonic is averaged exactly
+    for degree in (1, 2, 3, 4, 5, 7, 8, 9, 11, 13, 14):
+        assert quadrature_error(grid, degree) < 1e-6, (size, degree)  # sqrt of a ~1e-13 mean
+
+
+def test_geodesic_42_averages_degrees_6_and_10_better_than_the_icosahedron():
+    """The values the default inference grid is chosen for (README, symmetry section)."""
+    g42, ico = geodesic_grid(42), icosahedron_grid()
+    assert quadrature_error(g42, 6) < 0.045 and quadrature_error(ico, 6) > 0.6
+    assert quadrature_error(g42, 10) < 0.16 and quadrature_error(ico, 10) > 0.3
+    with pytest.raises(ValueError, match="10 nu"):
+        geodesic_grid(40)
+
+
 def test_repulsion_grid_is_deterministic_and_beats_fibonacci():
     for n in (12, 20, 32):
         a, b = repulsion_grid(n), repulsion_grid(n)
@@ -66,6 +96,9 @@ def test_orientation_grid_names_and_errors():
     assert torch.equal(orientation_grid("auto", 12), icosahedron_grid())
     assert torch.equal(orientation_grid("auto", 20), dodecahedron_grid())
     assert torch.equal(orientation_grid("auto", 32), repulsion_grid(32))
+    assert torch.equal(orientation_grid("auto", 42), geodesic_grid(42))
+    with pytest.raises(ValueError, match="not 40"):
+        orientation_grid("geodesic", 40)
     assert orientation_grid("fibonacci", 7, dtype=torch.float32).dtype == torch.float32
     with pytest.raises(ValueError, match="icosahedron grid has 12 points"):
         orientation_grid("icosahedron", 8)

@@ -125,6 +125,6 @@ def test_shipped_preset_loads_by_name_and_builds(tmp_path):
         assert config.model.backbone_options["hidden"] == 128 and config.model.backbone_options["layers"] == 5
         assert config.train.scheduler == "cosine" and config.train.clip_grad_norm == 0.5
     model = build_potential("ponita", elements=[1, 6, 8], cutoff=config.model.cutoff, **config.model.backbone_options)
-    assert model.backbone.grid.shape == (12, 3) and model.backbone.eval_grid.shape == (32, 3)
+    assert model.backbone.grid.shape == (12, 3) and model.backbone.eval_grid.shape == (42, 3)
     with pytest.raises(FileNotFoundError, match="shipped presets: .*rmd17_ponita"):
         load_config(tmp_path / "nope.yaml")
