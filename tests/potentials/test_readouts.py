@@ -85,7 +85,7 @@ def test_dipole_vector_is_equivariant_and_charges_neutral():
 
 def test_dipole_with_orientation_vectors_is_equivariant_to_the_grid_quadrature():
     """With orientations the backbone adds a vector per atom read out of the sphere, (3/O) sum_o f(o) o.
-    Its equivariance is limited by the eval grid (the 42-point geodesic grid): measured ~1e-4 relative
+    Its equivariance is limited by the eval grid (the 42-point geodesic grid): measured ~1e-5 relative
     for this untrained model, with 1e-2 as the bound (a broken readout, e.g. a vector not turned with
     the grid, is off by order one)."""
     m = model("dipole", r3_only=False)
