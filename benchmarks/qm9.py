@@ -68,12 +68,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets and of both models")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per model")
     p.add_argument("--valid-every", type=float, default=20.0, help="SchNet: validate every this many seconds")
-    p.add_argument("--equipot-valid-steps", type=int, default=100,
-                   help="equipot: validate every this many steps (train.valid_every_steps)")
+    p.add_argument("--equipot-valid-steps", type=int, default=0,
+                   help="equipot: also validate every this many steps (train.valid_every_steps; 0: only "
+                        "once per epoch, as `equipot train` does by default)")
     p.add_argument("--out", default="runs/bench_qm9", help="output folder (runs, results.json, results.md)")
     p.add_argument("--peer-python", default=None, help="python of the peers' environment (for SchNet)")
     p.add_argument("--equipot-options", default="cutoff=5.0",
                    help="equipot model options, key=value,... (default: the default model, SchNet's cutoff)")
+    p.add_argument("--equipot-train", default="",
+                   help="equipot train-section values, key=value,... (e.g. lr=3e-3,data.batch_size=16; "
+                        "default: the property recipe of equipot train)")
     p.add_argument("--only", choices=MODELS, help=argparse.SUPPRESS)
     p.add_argument("--target", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -127,8 +131,12 @@ def run_equipot(args: argparse.Namespace, target: str, frames: dict[str, np.ndar
         "train": {"property": target, "max_time": args.budget, "threads": args.threads, "seed": args.seed,
                   "run_dir": str(out / f"equipot_{target}"), "dtype": "float32", "progress": False,
                   "device": "cpu", "monitor": f"{target}_mae", "checkpoint_every": 0, "epochs": 100000,
-                  "valid_every_steps": args.equipot_valid_steps},
+                  "valid_every_steps": args.equipot_valid_steps or None},
     })
+    for item in filter(None, args.equipot_train.split(",")):
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1) if "." in key else ("train", key)
+        setattr(getattr(config, section), name, _number(value))
     run_dir = Path(config.train.run_dir)
     if run_dir.exists():  # a fresh run each time (the benchmark is not resumable)
         import shutil

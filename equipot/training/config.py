@@ -33,7 +33,7 @@ import yaml
 from ..coerce import attribute_docs, coerce_fields
 from ..potentials.config import PotentialConfig
 from ..safe_write import atomic_write
-from .targets import POTENTIAL_BATCH, POTENTIAL_LR, PROPERTY_BATCH, PROPERTY_LR
+from .targets import POTENTIAL_BATCH, POTENTIAL_LR, PROPERTY_BATCH, property_lr, readout_of
 
 SECTIONS = ("model", "data", "train")
 LOSSES = ("mse", "huber", "l1")
@@ -115,8 +115,9 @@ class TrainSection:
         max_steps: stop after this many optimiser steps (null = no limit).
         max_time: stop after this much training time: seconds, or a duration such as ``90s``,
             ``8min``, ``2h`` (null = no limit).
-        lr: peak learning rate of AdamW; null: 5e-3 for a potential, 2e-3 for a property (the
-            property rate was chosen by measurement on QM9: benchmarks/RESULTS.md).
+        lr: peak learning rate of AdamW; null: 5e-3 for a potential, for a property 3e-3 with the
+            intensive readout and 2e-3 with the others (chosen by measurement on QM9:
+            benchmarks/RESULTS.md).
         weight_decay: AdamW decoupled weight decay.
         amsgrad: use the AMSGrad variant.
         warmup_steps: linear warm-up of the learning rate over this many steps.
@@ -240,7 +241,8 @@ class Config:
         property): ``train.lr`` and ``data.batch_size`` (see :mod:`equipot.training.targets`)."""
         prop = self.train.property is not None
         if self.train.lr is None:
-            self.train.lr = PROPERTY_LR if prop else POTENTIAL_LR
+            self.train.lr = (property_lr(readout_of(self.train.property, self.model.target_readout)) if prop
+                             else POTENTIAL_LR)
         if self.data.batch_size is None:
             self.data.batch_size = PROPERTY_BATCH if prop else POTENTIAL_BATCH
 

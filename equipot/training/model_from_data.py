@@ -16,7 +16,7 @@ from ..potentials.config import ENERGY
 from ..potentials.readouts import NO_REFERENCES, dipole_scale
 from .config import DataSection
 from .data import Splits, check_dataset_elements, target_values
-from .targets import target_defaults
+from .targets import readout_of, target_defaults
 
 # Frames per neighbour-list batch for the statistics (bounded memory on large periodic frames).
 _STATS_BATCH = 64
@@ -128,7 +128,7 @@ def _target(model: PotentialConfig, train: H5Dataset, property_name: str | None)
         raise ValueError(f"model.target is {model.target!r} but train.property is {property_name!r}: the model "
                          f"predicts what it is trained on (leave model.target out)")
     unit = train.units().get(target, "") if property_name is not None else "eV"
-    readout = target_defaults(target).readout if model.target_readout == "auto" else model.target_readout
+    readout = readout_of(target, model.target_readout)
     if property_name is None and readout != "extensive":
         raise ValueError(f"model.target_readout: {readout!r} is a readout for a property (train.property); a "
                          f"potential sums per-atom energies (extensive)")

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: the learning rate of property training when ``train.lr`` is not given (measured on QM9:
-#: benchmarks/RESULTS.md, section QM9)
-PROPERTY_LR = 2e-3
+#: the learning rate of property training when ``train.lr`` is not given, by readout (measured on
+#: QM9: benchmarks/RESULTS.md, section QM9); readouts not listed take ``PROPERTY_LR["extensive"]``
+PROPERTY_LR = {"extensive": 2e-3, "intensive": 3e-3}
 #: the learning rate of energy (+ forces) training when ``train.lr`` is not given
 POTENTIAL_LR = 5e-3
 #: structures per step of property training when ``data.batch_size`` is not given (QM9 molecules
@@ -70,6 +70,16 @@ TARGETS: dict[str, TargetDefaults] = {
 def target_defaults(name: str) -> TargetDefaults:
     """The defaults of target ``name`` (an unknown property: extensive with fitted references)."""
     return TARGETS.get(name, _ADDITIVE)
+
+
+def property_lr(readout: str) -> float:
+    """The default learning rate of a property model with readout ``readout``."""
+    return PROPERTY_LR.get(readout, PROPERTY_LR["extensive"])
+
+
+def readout_of(name: str, readout: str = "auto") -> str:
+    """The readout of target ``name`` when the model asks for ``readout`` (``auto``: the table's)."""
+    return target_defaults(name).readout if readout == "auto" else readout
 
 
 def loss_scale(values: np.ndarray, counts: np.ndarray) -> float:

@@ -128,3 +128,15 @@ def test_shipped_preset_loads_by_name_and_builds(tmp_path):
     assert model.backbone.grid.shape == (12, 3) and model.backbone.eval_grid.shape == (42, 3)
     with pytest.raises(FileNotFoundError, match="shipped presets: .*rmd17_ponita"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("property_name, options, lr", [
+    (None, [], 5e-3), ("U0", [], 2e-3), ("mu", [], 2e-3), ("r2", [], 2e-3), ("homo", [], 3e-3),
+    ("gap", [], 3e-3), ("homo", ["model.target_readout=extensive"], 2e-3), ("U0", ["train.lr=1e-3"], 1e-3)])
+def test_learning_rate_default_follows_the_readout(tmp_path, property_name, options, lr):
+    """A potential trains at 5e-3, a property at its readout's rate (intensive 3e-3, others 2e-3,
+    measured on QM9), with batch 32; a readout or rate given explicitly wins."""
+    prop = [f"train.property={property_name}"] if property_name else []
+    cfg = load_config(write(tmp_path, {"data": {"train_file": "x.h5"}}), prop + options)
+    cfg.validate()
+    assert cfg.train.lr == lr and cfg.data.batch_size == (32 if property_name else 5)
