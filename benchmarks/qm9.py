@@ -121,22 +121,22 @@ def run_equipot(args: argparse.Namespace, target: str, frames: dict[str, np.ndar
     from equipot import load_model
     from equipot.data import H5Dataset
     from equipot.training import evaluate, train
-    from equipot.training.config import config_from_dict
+    from equipot.training.config import apply_overrides, config_from_dict
 
     options = dict(item.split("=", 1) for item in args.equipot_options.split(",") if item)
     model = {k: _number(v) for k, v in options.items()}
-    config = config_from_dict({
+    values = {
         "model": model,
         "data": data_section(args),
         "train": {"property": target, "max_time": args.budget, "threads": args.threads, "seed": args.seed,
                   "run_dir": str(out / f"equipot_{target}"), "dtype": "float32", "progress": False,
                   "device": "cpu", "monitor": f"{target}_mae", "checkpoint_every": 0, "epochs": 100000,
                   "valid_every_steps": args.equipot_valid_steps or None},
-    })
-    for item in filter(None, args.equipot_train.split(",")):
-        key, value = item.split("=", 1)
-        section, name = key.split(".", 1) if "." in key else ("train", key)
-        setattr(getattr(config, section), name, _number(value))
+    }
+    # the CLI's own section.key=value parser and type checks (a bare key is a train key)
+    variants = [item if "." in item.split("=", 1)[0] else f"train.{item}"
+                for item in args.equipot_train.split(",") if item]
+    config = config_from_dict(apply_overrides(values, variants))
     run_dir = Path(config.train.run_dir)
     if run_dir.exists():  # a fresh run each time (the benchmark is not resumable)
         import shutil
