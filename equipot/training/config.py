@@ -133,8 +133,9 @@ class TrainSection:
             the ones validated and saved.
         energy_weight: weight of the per-atom energy MSE ((eV/atom)^2).
         energy_refit_frames: with ``model.learn_atomic_energies``, re-fit the per-element energy
-            correction by least squares on this many training frames (a fixed seeded subset) at
-            the start and before every validation (0 = only learn it by gradient).
+            correction by least squares on at most this many training frames (a fixed seeded
+            subset, at most a tenth of the training set but at least 50 frames) at the start and
+            before every validation (0 = only learn it by gradient).
         forces_weight: weight of the force-component MSE ((eV/Å)^2).
         stress_weight: weight of the stress MSE ((eV/Å^3)^2), used when the data has stress.
         property: train a property model for this per-structure property (e.g. ``U0``, ``gap``,

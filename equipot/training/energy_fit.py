@@ -5,7 +5,11 @@ cannot see, swinging from epoch to epoch by more than the energies' spread; the 
 correction (``Potential.energy_correction``) follows only at the learning rate. So the trainer
 adds to it, on the new model and before every validation (the trained and the evaluated EMA
 model), the per-element least-squares fit of the model's residual energies on a fixed seeded
-subset of training frames (energies only, eval mode, so deterministic).
+subset of training frames (energies only, eval mode, so deterministic). The subset is at most a
+tenth of the training set (at least ``MIN_FRAMES``): the fit runs twice per validation, in eval
+mode on the denser inference grid, so on a small training set a fixed 500 frames would cost a
+large share of the run (measured in ``benchmarks/RESULTS.md``), while a per-element constant
+needs far fewer frames.
 """
 from __future__ import annotations
 
@@ -17,14 +21,24 @@ from ..data.loader import make_loader
 from ..potentials.base import Potential, element_counts, predicted
 from .data import target_values
 
+MIN_FRAMES = 50
+
+
+def refit_size(n_train: int, frames: int) -> int:
+    """Frames the correction is fitted on: ``frames`` at most, and at most a tenth of the ``n_train``
+    training frames unless that is below ``MIN_FRAMES`` (never more than ``n_train``)."""
+    return min(frames, n_train, max(n_train // 10, MIN_FRAMES))
+
 
 class EnergyFit:
-    """The frames the correction is fitted on: at most ``frames`` of ``train`` (seeded by ``seed``),
-    with their target values (energy, or ``property``) [F] and element counts [F, S] for ``model``."""
+    """The frames the correction is fitted on: ``refit_size(len(train), frames)`` of ``train``
+    (seeded by ``seed``), with their target values (energy, or ``property``) [F] and element
+    counts [F, S] for ``model``."""
 
     def __init__(self, train: H5Dataset, property_name: str | None, model: Potential, frames: int, seed: int,
                  batch_size: int):
         idx = np.arange(len(train))
+        frames = refit_size(len(train), frames)
         if len(idx) > frames:
             idx = np.sort(np.random.default_rng(seed).permutation(len(idx))[:frames])
         self.values = target_values(train, property_name)[idx]

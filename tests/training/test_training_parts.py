@@ -11,6 +11,7 @@ import torch
 from equipot.graph import AtomicGraph
 from equipot.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from equipot.training.ema import EMA
+from equipot.training.energy_fit import MIN_FRAMES, refit_size
 from equipot.training.losses import LossWeights, combine, loss_terms
 from equipot.training.metrics import ErrorStats, MetricsCSV, read_metrics
 from equipot.training.sampler import EpochSampler
@@ -64,6 +65,17 @@ def test_schedule_warmup_plateau_cosine():
     s2 = LRSchedule(opt, peak=1e-2, kind="plateau")
     s2.load_state_dict(state)
     assert s2.lr_at(20) == s.lr_at(20)
+
+
+@pytest.mark.parametrize("n_train, frames, expected", [
+    (950, 500, 95),            # revised MD17's benchmark split: a tenth of it, not 500
+    (110_000, 500, 500),       # QM9-sized: the configured cap
+    (200, 500, MIN_FRAMES),    # small sets keep enough frames for a least-squares fit
+    (30, 500, 30),             # never more than there are
+    (950, 20, 20),             # the configured number bounds it from above
+])
+def test_energy_refit_size(n_train, frames, expected):
+    assert refit_size(n_train, frames) == expected
 
 
 def test_ema_average_and_state():
