@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from equipot.data import H5Dataset
 from equipot.graph import AtomicGraph
+from equipot.potentials.base import build_potential
 from equipot.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from equipot.training.ema import EMA
 from equipot.training.energy_fit import MIN_FRAMES, EnergyFit, refit_size
@@ -82,9 +84,6 @@ def test_energy_fit_takes_refit_size_frames_and_removes_an_offset(ethanol_h5):
     """The trainer's fit draws ``refit_size`` frames (120 training frames: 50) and, on a model
     whose energies are all off by one constant, brings the mean residual on them to ~0 (1e-6 eV:
     float64 least squares of one composition)."""
-    from equipot.data import H5Dataset
-    from equipot.potentials.base import build_potential
-
     train = H5Dataset(ethanol_h5, split="train")
     model = build_potential("ponita", elements=(1, 6, 8), cutoff=4.0, hidden=8, layers=1, r3_only=True,
                             learn_atomic_energies=True).double()
