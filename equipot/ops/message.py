@@ -210,8 +210,9 @@ class _SphericalMessage(Function):
 
     @staticmethod
     def forward(ctx, vec: Tensor, grid: Tensor, radial: Tensor, weight: Tensor, h: Tensor, sender: Tensor,
-                receiver: Tensor, num_nodes: int) -> Tensor:
+                receiver: Tensor, num_nodes: int, weight_node) -> Tensor:
         ctx.save_for_backward(vec, grid, radial, weight, h, sender, receiver)
+        ctx.weight_node = weight_node
         degree = radial.shape[1] - 1
         out = h.new_zeros((num_nodes, h.shape[1], h.shape[2]))
         starts, step = _blocks(vec.shape[0], h.shape[1] * h.shape[2] * h.element_size())
@@ -228,6 +229,8 @@ class _SphericalMessage(Function):
         need_v, need_g, need_r, need_w, need_h = ctx.needs_input_grad[:5]
         if need_g:
             raise RuntimeError("spherical_message: the orientation grid takes no gradient")
+        if need_w and ctx.weight_node is not None and not _will_execute(ctx.weight_node):
+            need_w = False  # forces (autograd.grad on the positions): the weight's gradient is not asked for
         needs = (need_v, need_r, need_w, need_h)
         if torch.is_grad_enabled():
             # A differentiable backward (training on forces): the same expressions over all edges at once,
@@ -235,7 +238,7 @@ class _SphericalMessage(Function):
             grad_v, grad_r, grad_w, msg_h = _spherical_grads(vec, grid, radial, weight, h, grad, sender, receiver,
                                                              needs)
             grad_h = scatter_sum(msg_h, sender, h.shape[0], backend="torch") if need_h else None
-            return grad_v, None, grad_r, grad_w, grad_h, None, None, None
+            return grad_v, None, grad_r, grad_w, grad_h, None, None, None, None
         grad_v = torch.empty_like(vec) if need_v else None
         grad_r = torch.empty_like(radial) if need_r else None
         grad_w = torch.zeros_like(weight) if need_w else None
@@ -253,7 +256,22 @@ class _SphericalMessage(Function):
                 grad_w += gw
             if need_h:
                 grad_h.index_add_(0, sender[sl], msg_h)
-        return grad_v, None, grad_r, grad_w, grad_h, None, None, None
+        return grad_v, None, grad_r, grad_w, grad_h, None, None, None, None
+
+
+def _grad_node(t: Tensor):
+    """The autograd node that receives ``t``'s gradient (its accumulator for a leaf); None without grad."""
+    if not (torch.is_grad_enabled() and t.requires_grad):
+        return None
+    return t.grad_fn if t.grad_fn is not None else t.view_as(t).grad_fn.next_functions[0][0]
+
+
+def _will_execute(node) -> bool:
+    """Whether the running backward reaches ``node`` (True where torch cannot say)."""
+    try:
+        return bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError):
+        return True
 
 
 def _spherical_grads(vec: Tensor, grid: Tensor, radial: Tensor, weight: Tensor, h: Tensor, grad: Tensor,
@@ -301,7 +319,8 @@ def spherical_message(vec: Tensor, grid: Tensor, radial: Tensor, weight: Tensor,
     if name == "torch" and h.device.type == "cpu" and not isinstance(vec.shape[0], torch.SymInt):
         _check_shapes((vec.shape[0], grid.shape[0], radial.shape[1] * radial.shape[2]), weight, h, edge_index,
                       num_nodes)
-        return _SphericalMessage.apply(vec, grid, radial, weight, h, edge_index[0], edge_index[1], num_nodes)
+        return _SphericalMessage.apply(vec, grid, radial, weight, h, edge_index[0], edge_index[1], num_nodes,
+                                       _grad_node(weight))
     return spatial_message(spherical_kernel(vec, grid, radial), weight, h, edge_index, num_nodes, receiver_ptr, name)
 
 

@@ -209,8 +209,12 @@ class _SphereConv(nn.Module):
 
     def forward(self, x: Tensor, legendre_cos: Tensor) -> Tensor:
         """x [N, O, C], legendre_cos [O, O, >= L + 1] (P_l of the grid's cosines) -> [N, O, C]."""
-        kernel = legendre_cos[..., : self.degree + 1] @ self.weight  # [O, O, C]
-        return torch.einsum("noc,poc->npc", x, kernel) / legendre_cos.shape[0]
+        n, o, c = x.shape
+        # sum_l w_lc (P_l @ x_c): one matrix product over o for every degree and channel (a per-channel
+        # [O, O, C] kernel made torch run C small products, one per channel, forward and backward).
+        p = legendre_cos[..., : self.degree + 1].permute(2, 0, 1).reshape(-1, o)  # [(L+1) O, O]
+        y = (p @ x.transpose(0, 1).reshape(o, n * c)).view(self.degree + 1, o, n, c)
+        return (y * self.weight[:, None, None, :]).sum(0).transpose(0, 1) / o
 
 
 class _Layer(nn.Module):

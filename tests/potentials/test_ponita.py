@@ -179,6 +179,22 @@ def test_lowpass_is_a_projector_on_a_design():
     torch.testing.assert_close(k @ f, f, atol=1e-12, rtol=0)
 
 
+def test_sphere_convolution_is_the_per_channel_legendre_kernel():
+    """The sphere convolution (formed as one product over orientations for all degrees) is, for each
+    channel c, the grid convolution with the kernel sum_l w_lc P_l(o·p), divided by O."""
+    from equipot.potentials.ponita import _SphereConv
+    from equipot.potentials.sphere import legendre, orientation_grid
+
+    g = torch.Generator().manual_seed(3)
+    grid = orientation_grid("geodesic", 42)
+    conv = _SphereConv(3, 5).double()
+    x = torch.randn(4, 42, 5, dtype=torch.float64, generator=g)
+    legendre_cos = legendre(grid @ grid.T, 3)
+    kernel = legendre_cos @ conv.weight  # [P, O, C]
+    expected = torch.stack([x[:, :, c] @ kernel[:, :, c].T for c in range(5)], -1) / 42
+    torch.testing.assert_close(conv(x, legendre_cos), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_eval_grid_is_used_in_eval_mode_and_saved(tmp_path, ethanol):
     from equipot import load_model, save_model
     from equipot.potentials.ponita import set_inference_grid
