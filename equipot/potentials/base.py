@@ -129,7 +129,7 @@ class Potential(nn.Module):
                          batch: Tensor, num_graphs: int) -> tuple[Tensor, Tensor]:
         """(backbone output of the batch [N] or [N, 4], scalar output of a lone atom of each element [S])
         from one backbone call: the lone atoms ride along as S more one-atom structures without edges
-        (a second call per step cost a few per cent of a training step in dispatch alone)."""
+        (a call of their own would repeat the whole network's dispatch for S atoms)."""
         lone = torch.arange(len(self.config.elements), device=species.device)
         raw = self.backbone(torch.cat([species, lone]), torch.cat([positions, positions.new_zeros(len(lone), 3)]),
                             edge_index, edge_vec, torch.cat([batch, num_graphs + lone]), num_graphs + len(lone))

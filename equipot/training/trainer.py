@@ -165,7 +165,7 @@ class Trainer:
         # The energy correction is an offset, not a weight: decaying it would pull it off the data.
         rest = [p for name, p in self.model.named_parameters() if name != "energy_correction"]
         groups = [{"params": rest}, {"params": [self.model.energy_correction], "weight_decay": 0.0}]
-        # foreach: torch defaults to it only on GPUs; on the CPU it halves the step's optimiser time too
+        # foreach: torch defaults to it only on GPUs; on the CPU too it replaces a Python loop over parameters
         self.optimizer = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay, amsgrad=tc.amsgrad,
                                            foreach=True)
         self.sampler = EpochSampler(len(self.splits.train), seed=tc.seed, shuffle=True,

@@ -285,3 +285,33 @@ def test_spherical_message_trains_on_forces_like_the_formed_kernel(monkeypatch, 
     ref = force_loss_grads(lambda v, r, x: _naive_message(spherical_kernel(v, grid, r), weight, x, edge_index, 7))
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b)
+
+
+def test_spherical_message_skips_the_weight_gradient_only_in_the_force_pass(monkeypatch):
+    """autograd.grad of an energy with respect to the positions never uses the message weight's
+    gradient, so the force pass does not form it; the loss's backward, which trains the weight, does."""
+    from equipot.ops import message
+    from equipot.ops.message import spherical_message
+    from equipot.potentials.sphere import orientation_grid
+
+    asked: list[bool] = []
+    grads = message._spherical_grads
+
+    def spy(*args):
+        asked.append(args[-1][2])  # needs = (vec, radial, weight, h)
+        return grads(*args)
+
+    monkeypatch.setattr(message, "_spherical_grads", spy)
+    edge_index, g = _graph(5, 20)
+    pos = (torch.randn(5, 3, dtype=torch.float64, generator=g) * 2).requires_grad_(True)
+    weight = torch.randn(8, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    h = torch.randn(5, 12, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    vec = pos[edge_index[0]] - pos[edge_index[1]] + 0.1
+    radial = torch.tanh(vec.norm(dim=1, keepdim=True) * torch.ones(1, 8, dtype=torch.float64)).view(-1, 4, 2)
+    energy = (spherical_message(vec, orientation_grid("icosahedron", 12), radial, weight, h, edge_index, 5) ** 2).sum()
+    forces, = torch.autograd.grad(energy, pos, create_graph=True)
+    assert asked == [False]
+    asked.clear()
+    (forces.pow(2).sum() + energy).backward()
+    assert asked and all(asked)
+    assert weight.grad is not None and bool(weight.grad.abs().sum() > 0)
