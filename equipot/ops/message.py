@@ -148,8 +148,9 @@ class _ChunkedMessage(Function):
 
     @staticmethod
     def forward(ctx, phi: Tensor, weight: Tensor, h: Tensor, sender: Tensor, receiver: Tensor,
-                num_nodes: int) -> Tensor:
+                num_nodes: int, weight_node) -> Tensor:
         ctx.save_for_backward(phi, weight, h, sender, receiver)
+        ctx.weight_node = weight_node
         out = h.new_zeros((num_nodes, h.shape[1], h.shape[2]))
         starts, step = _blocks(phi.shape[0], h.shape[1] * h.shape[2] * h.element_size())
         for s in starts:
@@ -161,9 +162,9 @@ class _ChunkedMessage(Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         phi, weight, h, sender, receiver = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:3]
+        needs = (ctx.needs_input_grad[0], _weight_needed(ctx, ctx.needs_input_grad[1]), ctx.needs_input_grad[2])
         if torch.is_grad_enabled():
-            return (*_torch_backward(phi, weight, h, grad, sender, receiver, needs), None, None, None)
+            return (*_torch_backward(phi, weight, h, grad, sender, receiver, needs), None, None, None, None)
         grad_phi = torch.empty_like(phi) if needs[0] else None
         grad_weight = torch.zeros_like(weight) if needs[1] else None
         grad_h = torch.zeros_like(h) if needs[2] else None
@@ -181,7 +182,7 @@ class _ChunkedMessage(Function):
                 msg = phi[sl] @ weight
                 msg.mul_(grad_e)
                 grad_h.index_add_(0, sender[sl], msg)
-        return grad_phi, grad_weight, grad_h, None, None, None
+        return grad_phi, grad_weight, grad_h, None, None, None, None
 
 
 def _outer(angular: Tensor, radial: Tensor) -> Tensor:
@@ -229,8 +230,7 @@ class _SphericalMessage(Function):
         need_v, need_g, need_r, need_w, need_h = ctx.needs_input_grad[:5]
         if need_g:
             raise RuntimeError("spherical_message: the orientation grid takes no gradient")
-        if need_w and ctx.weight_node is not None and not _will_execute(ctx.weight_node):
-            need_w = False  # forces (autograd.grad on the positions): the weight's gradient is not asked for
+        need_w = _weight_needed(ctx, need_w)
         needs = (need_v, need_r, need_w, need_h)
         if torch.is_grad_enabled():
             # A differentiable backward (training on forces): the same expressions over all edges at once,
@@ -272,6 +272,12 @@ def _will_execute(node) -> bool:
         return bool(torch._C._will_engine_execute_node(node))
     except (AttributeError, RuntimeError):
         return True
+
+
+def _weight_needed(ctx, needs_input_grad: bool) -> bool:
+    """Whether a message op's backward must form the weight's gradient: not in a force pass
+    (autograd.grad on the positions), which never uses it, though the weight requires grad."""
+    return needs_input_grad and (ctx.weight_node is None or _will_execute(ctx.weight_node))
 
 
 def _spherical_grads(vec: Tensor, grid: Tensor, radial: Tensor, weight: Tensor, h: Tensor, grad: Tensor,
@@ -388,7 +394,7 @@ def spatial_message(phi: Tensor, weight: Tensor, h: Tensor, edge_index: Tensor, 
     # The blocked loop needs a concrete edge count; while tracing with symbolic shapes (export)
     # the plain expression is traced instead.
     if name == "torch" and h.device.type == "cpu" and not isinstance(phi.shape[0], torch.SymInt):
-        return _ChunkedMessage.apply(phi, weight, h, edge_index[0], edge_index[1], num_nodes)
+        return _ChunkedMessage.apply(phi, weight, h, edge_index[0], edge_index[1], num_nodes, _grad_node(weight))
     msg = (phi @ weight) * h[edge_index[0]]
     if receiver_ptr is not None:
         return segment_sum(msg, receiver_ptr, backend=name)

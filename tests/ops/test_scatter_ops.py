@@ -287,31 +287,41 @@ def test_spherical_message_trains_on_forces_like_the_formed_kernel(monkeypatch, 
         torch.testing.assert_close(a, b)
 
 
-def test_spherical_message_skips_the_weight_gradient_only_in_the_force_pass(monkeypatch):
+@pytest.mark.parametrize("kernel", ["radial", "mlp"])
+def test_message_skips_the_weight_gradient_only_in_the_force_pass(monkeypatch, kernel):
     """autograd.grad of an energy with respect to the positions never uses the message weight's
-    gradient, so the force pass does not form it; the loss's backward, which trains the weight, does."""
+    gradient, so the force pass does not form it; the loss's backward, which trains the weight, does.
+    ``radial``: the spherical message (kernel formed inside); ``mlp``: the message of a formed kernel."""
     from equipot.ops import message
-    from equipot.ops.message import spherical_message
+    from equipot.ops.message import spatial_message, spherical_message
     from equipot.potentials.sphere import orientation_grid
 
+    # the backward helper each op hands its `needs` to, and the weight's place in them
+    spied, weight_need = ("_spherical_grads", 2) if kernel == "radial" else ("_torch_backward", 1)
     asked: list[bool] = []
-    grads = message._spherical_grads
+    original = getattr(message, spied)
 
     def spy(*args):
-        asked.append(args[-1][2])  # needs = (vec, radial, weight, h)
-        return grads(*args)
+        asked.append(args[-1][weight_need])
+        return original(*args)
 
-    monkeypatch.setattr(message, "_spherical_grads", spy)
+    monkeypatch.setattr(message, spied, spy)
     edge_index, g = _graph(5, 20)
     pos = (torch.randn(5, 3, dtype=torch.float64, generator=g) * 2).requires_grad_(True)
     weight = torch.randn(8, 4, dtype=torch.float64, generator=g, requires_grad=True)
     h = torch.randn(5, 12, 4, dtype=torch.float64, generator=g, requires_grad=True)
     vec = pos[edge_index[0]] - pos[edge_index[1]] + 0.1
-    radial = torch.tanh(vec.norm(dim=1, keepdim=True) * torch.ones(1, 8, dtype=torch.float64)).view(-1, 4, 2)
-    energy = (spherical_message(vec, orientation_grid("icosahedron", 12), radial, weight, h, edge_index, 5) ** 2).sum()
+    if kernel == "radial":
+        radial = torch.tanh(vec.norm(dim=1, keepdim=True) * torch.ones(1, 8, dtype=torch.float64)).view(-1, 4, 2)
+        out = spherical_message(vec, orientation_grid("icosahedron", 12), radial, weight, h, edge_index, 5)
+    else:
+        phi = torch.tanh(vec @ torch.ones(3, 12 * 8, dtype=torch.float64)).view(-1, 12, 8)
+        out = spatial_message(phi, weight, h, edge_index, 5, backend="torch")
+    energy = (out ** 2).sum()
     forces, = torch.autograd.grad(energy, pos, create_graph=True)
     assert asked == [False]
     asked.clear()
     (forces.pow(2).sum() + energy).backward()
-    assert asked and all(asked)
+    if kernel == "radial":  # (the formed kernel's non-differentiable backward does not go through the spy)
+        assert asked and all(asked)
     assert weight.grad is not None and bool(weight.grad.abs().sum() > 0)
