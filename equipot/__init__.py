@@ -18,6 +18,7 @@ __version__ = "0.2.1"
 _EXPORTS = {
     "AtomicGraph": "equipot.graph",
     "EquiCalc": "equipot.calculators.ase",
+    "GraphBuilder": "equipot.graph",
     "Potential": "equipot.potentials",
     "PotentialConfig": "equipot.potentials",
     "available_backbones": "equipot.potentials",
@@ -31,6 +32,7 @@ _EXPORTS = {
 __all__ = [
     "AtomicGraph",
     "EquiCalc",
+    "GraphBuilder",
     "Potential",
     "PotentialConfig",
     "available_backbones",
@@ -44,7 +46,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .calculators.ase import EquiCalc
-    from .graph import AtomicGraph
+    from .graph import AtomicGraph, GraphBuilder
     from .potentials import (
         Potential,
         PotentialConfig,

@@ -1,4 +1,4 @@
-"""AtomicGraph: one batch of structures as flat tensors.
+"""AtomicGraph: one batch of structures as flat tensors; GraphBuilder: how a model's graphs are made.
 
 Edges point from sender ``j`` (``edge_index[0]``) to
 receiver ``i`` (``edge_index[1]``); the edge vector is
@@ -13,6 +13,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+
+from .neighbors import check_cutoff, neighbor_list, torch_neighbor_list
 
 
 @dataclass
@@ -103,8 +105,6 @@ class AtomicGraph:
         instead, per structure ``(senders [e], receivers [e], shifts [e, 3])`` sorted by receiver
         (e.g. from a Verlet list); pairs at or beyond ``cutoff`` are dropped.
         """
-        from .neighbors import neighbor_list, torch_neighbor_list
-
         if neighbors not in ("matscipy", "torch"):
             raise ValueError(f"neighbors must be 'matscipy' or 'torch', got {neighbors!r}")
         pos, num, batch, cells, pbcs, senders, receivers, shifts = [], [], [], [], [], [], [], []
@@ -165,3 +165,28 @@ class AtomicGraph:
         return cls.from_structures(
             [(a.numbers, a.positions, a.cell.array, a.pbc) for a in items], cutoff, dtype=dtype, device=device
         )
+
+
+@dataclass(frozen=True)
+class GraphBuilder:
+    """How the graphs of one model are built: an edge to every neighbour (periodic images
+    included) closer than ``cutoff`` Å, through :meth:`AtomicGraph.from_structures`.
+
+    A model gives its own (``PotentialConfig.graph_builder()``, ``Potential.graph_builder()``),
+    so the data loader, the training statistics and evaluation build the graphs that model was
+    made for without being told its cutoff. Picklable, for DataLoader workers.
+    """
+
+    cutoff: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cutoff", check_cutoff(self.cutoff))
+
+    def __call__(
+        self,
+        structures: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]],
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> AtomicGraph:
+        """A batch of ``(numbers [n], positions [n, 3] Å, cell [3, 3] or None, pbc [3] or None)``."""
+        return AtomicGraph.from_structures(structures, self.cutoff, dtype=dtype, device=device)

@@ -59,3 +59,25 @@ def test_every_neighbour_source_gives_the_same_graph():
     by_verlet = AtomicGraph.from_structures(structures, 3.0, edges=edges)
     assert by_verlet.num_edges == reference.num_edges < sum(len(e[0]) for e in edges)
     assert _edge_set(by_torch) == _edge_set(reference) == _edge_set(by_verlet)
+
+
+def test_graph_builder_builds_the_graphs_of_its_cutoff():
+    """A GraphBuilder is the structures -> graph road at one cutoff: the same edges, picklable
+    (DataLoader workers), and a bad cutoff is refused where it is made."""
+    import pickle
+
+    import pytest
+
+    from equipot import GraphBuilder
+
+    mol = molecule("CH3CH2OH")
+    structures = [(mol.numbers, mol.positions, None, None)]
+    builder = GraphBuilder(2.0)
+    assert builder(structures, dtype=torch.float32).positions.dtype == torch.float32
+    graph = builder(structures)
+    assert _edge_set(graph) == _edge_set(AtomicGraph.from_structures(structures, 2.0))
+    assert _edge_set(graph) != _edge_set(GraphBuilder(3.0)(structures))
+    assert pickle.loads(pickle.dumps(builder)) == builder
+    for bad in (0.0, -1.0, float("nan"), "far"):
+        with pytest.raises(ValueError, match="cutoff"):
+            GraphBuilder(bad)

@@ -13,8 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..graph import AtomicGraph
-from ..neighbors import check_cutoff
+from ..graph import AtomicGraph, GraphBuilder
 from .schema import Frame
 
 
@@ -29,10 +28,11 @@ def _tensor(values: np.ndarray, dtype: torch.dtype) -> Tensor:
 
 def collate(
     frames: Sequence[Frame],
-    cutoff: float,
+    graphs: GraphBuilder,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[AtomicGraph, dict[str, Tensor]]:
-    """Batch frames into an :class:`AtomicGraph` (neighbour lists within ``cutoff`` Å) and targets.
+    """Batch frames into an :class:`AtomicGraph` built by ``graphs`` (a model's
+    ``graph_builder()``, or ``GraphBuilder(cutoff)``) and targets.
 
     Targets, each present only when every frame has it:
     ``"energy"`` [B] eV, ``"forces"`` [N, 3] eV/Å, ``"stress"`` [B, 3, 3] eV/Å^3,
@@ -41,9 +41,7 @@ def collate(
     """
     if not frames:
         raise ValueError("collate: empty list of frames")
-    graph = AtomicGraph.from_structures(
-        [(f.numbers, f.positions, f.cell, f.pbc) for f in frames], cutoff, dtype=dtype
-    )
+    graph = graphs([(f.numbers, f.positions, f.cell, f.pbc) for f in frames], dtype=dtype)
     targets: dict[str, Tensor] = {}
     if all(f.energy is not None for f in frames):
         targets["energy"] = torch.tensor([f.energy for f in frames], dtype=dtype)
@@ -63,12 +61,12 @@ def collate(
 class Collater:
     """Picklable ``collate_fn`` (a lambda would not reach spawned workers)."""
 
-    def __init__(self, cutoff: float, dtype: torch.dtype = torch.float64):
-        self.cutoff = check_cutoff(cutoff)
+    def __init__(self, graphs: GraphBuilder, dtype: torch.dtype = torch.float64):
+        self.graphs = graphs
         self.dtype = dtype
 
     def __call__(self, frames: Sequence[Frame]) -> tuple[AtomicGraph, dict[str, Tensor]]:
-        return collate(frames, self.cutoff, self.dtype)
+        return collate(frames, self.graphs, self.dtype)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -79,7 +77,7 @@ def _seed_worker(worker_id: int) -> None:
 
 def make_loader(
     dataset: Dataset,
-    cutoff: float,
+    graphs: GraphBuilder,
     batch_size: int,
     shuffle: bool = False,
     num_workers: int = 0,
@@ -106,7 +104,7 @@ def make_loader(
         shuffle=shuffle if sampler is None else False,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=Collater(cutoff, dtype),
+        collate_fn=Collater(graphs, dtype),
         drop_last=drop_last,
         generator=generator,
         worker_init_fn=_seed_worker if num_workers > 0 else None,

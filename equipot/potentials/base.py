@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..graph import AtomicGraph
+from ..graph import AtomicGraph, GraphBuilder
 from ..ops import scatter_sum
 from . import readouts
 from .config import PotentialConfig, UnknownOption
+from .radial import RadialRange
 from .registry import get_backbone
 
 
@@ -50,7 +51,8 @@ class Potential(nn.Module):
             backbone_config = config_cls(**config.backbone_options)
         except TypeError as exc:
             raise ValueError(f"bad options for backbone {config.backbone!r}: {exc}") from None
-        self.backbone = cls(backbone_config, len(config.elements), config.cutoff, config.avg_num_neighbors)
+        self.backbone = cls(backbone_config, len(config.elements), RadialRange(config.cutoff),
+                            config.avg_num_neighbors)
         # Built after the backbone, so a model without it draws the same initial weights as before.
         add_vectors = getattr(self.backbone, "add_vector_head", None)
         self.vector_outputs = bool(config.target_readout == "dipole" and add_vectors is not None and add_vectors())
@@ -63,6 +65,10 @@ class Potential(nn.Module):
     @property
     def cutoff(self) -> float:
         return self.config.cutoff
+
+    def graph_builder(self) -> GraphBuilder:
+        """How this model's graphs are built (see :class:`~equipot.graph.GraphBuilder`)."""
+        return self.config.graph_builder()
 
     def species_index(self, numbers: Tensor) -> Tensor:
         """Map atomic numbers [N] to species indices [N]; ValueError names the first unknown atom."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..coerce import coerce_fields, did_you_mean
+from ..graph import GraphBuilder
 from ..neighbors import check_cutoff
 from .readouts import NO_REFERENCES, READOUTS
 from .registry import get_backbone
@@ -120,6 +121,10 @@ class PotentialConfig:
         out = ["elements"] if self.elements is None else []
         out += [k for k in DATA_KEYWORDS if isinstance(getattr(self, k), (str, dict))]
         return out + (["target_readout"] if self.target_readout == "auto" else [])
+
+    def graph_builder(self) -> GraphBuilder:
+        """How this model's graphs are built (its cutoff)."""
+        return GraphBuilder(self.cutoff)
 
     @property
     def is_potential(self) -> bool:

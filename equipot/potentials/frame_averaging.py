@@ -68,7 +68,7 @@ from torch import Tensor, nn
 
 from ..ops.message import spatial_message
 from ..ops.scatter import scatter_sum
-from .radial import GaussianBasis, polynomial_envelope
+from .radial import RadialRange
 from .registry import get_backbone, register_backbone
 
 _RHO_EPS = 1e-2  # Å, smoothing of cylindrical / radial norms
@@ -223,10 +223,10 @@ class FrameSet:
 class _EdgeEmbedding(nn.Module):
     """Gaussian expansion of the three components of a (frame-rotated) edge vector and of its length."""
 
-    def __init__(self, basis_size: int, kernel_dim: int, cutoff: float):
+    def __init__(self, basis_size: int, kernel_dim: int, radial_range: RadialRange):
         super().__init__()
-        self.component = GaussianBasis(basis_size, -cutoff, cutoff)
-        self.length = GaussianBasis(basis_size, 0.0, cutoff)
+        self.component = radial_range.gaussian(basis_size, signed=True)
+        self.length = radial_range.gaussian(basis_size)
         self.net = nn.Sequential(nn.Linear(4 * basis_size, kernel_dim), nn.SiLU(),
                                  nn.Linear(kernel_dim, kernel_dim), nn.SiLU())
 
@@ -260,18 +260,19 @@ class EdgeMLP(nn.Module):
     ``forward`` has the backbone signature and returns per-atom energies [N].
     """
 
-    def __init__(self, cfg: FrameAveragingConfig, num_species: int, cutoff: float, avg_num_neighbors: float):
+    def __init__(self, cfg: FrameAveragingConfig, num_species: int, radial_range: RadialRange,
+                 avg_num_neighbors: float):
         super().__init__()
-        self.cutoff, self.avg_num_neighbors = float(cutoff), float(avg_num_neighbors)
+        self.radial_range, self.avg_num_neighbors = radial_range, float(avg_num_neighbors)
         self.embed = nn.Embedding(num_species, cfg.hidden)
-        self.edge_embed = _EdgeEmbedding(cfg.basis_size, cfg.kernel_dim, cutoff)
+        self.edge_embed = _EdgeEmbedding(cfg.basis_size, cfg.kernel_dim, radial_range)
         self.blocks = nn.ModuleList(_Block(cfg.hidden, cfg.kernel_dim, cfg.widening) for _ in range(cfg.layers))
         self.readout = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, 1))
 
     def forward(self, species: Tensor, positions: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor,
                 num_graphs: int) -> Tensor:
         r = torch.sqrt((edge_vec * edge_vec).sum(-1))
-        envelope = polynomial_envelope(r, self.cutoff)
+        envelope = self.radial_range.envelope(r)
         phi0 = self.edge_embed(edge_vec, r)[:, None]  # [E, 1, K]
         h = self.embed(species)[:, None]  # [N, 1, C]
         for block in self.blocks:
@@ -282,12 +283,13 @@ class EdgeMLP(nn.Module):
 class _LocalFrameNet(nn.Module):
     """Invariant message passing whose node updates are averaged over each atom's local frames."""
 
-    def __init__(self, cfg: FrameAveragingConfig, num_species: int, cutoff: float, avg_num_neighbors: float):
+    def __init__(self, cfg: FrameAveragingConfig, num_species: int, radial_range: RadialRange,
+                 avg_num_neighbors: float):
         super().__init__()
         self.cfg = cfg
-        self.cutoff, self.avg_num_neighbors = float(cutoff), float(avg_num_neighbors)
+        self.radial_range, self.avg_num_neighbors = radial_range, float(avg_num_neighbors)
         self.embed = nn.Embedding(num_species, cfg.hidden)
-        self.edge_embed = _EdgeEmbedding(cfg.basis_size, cfg.kernel_dim, cutoff)
+        self.edge_embed = _EdgeEmbedding(cfg.basis_size, cfg.kernel_dim, radial_range)
         self.blocks = nn.ModuleList(_Block(cfg.hidden, cfg.kernel_dim, cfg.widening) for _ in range(cfg.layers))
         self.readout = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, 1))
 
@@ -295,7 +297,7 @@ class _LocalFrameNet(nn.Module):
         n = species.shape[0]
         receiver = edge_index[1]
         r = torch.sqrt((edge_vec * edge_vec).sum(-1))
-        envelope = polynomial_envelope(r, self.cutoff)
+        envelope = self.radial_range.envelope(r)
         outer = envelope[:, None, None] * edge_vec[:, :, None] * edge_vec[:, None, :]
         moment = scatter_sum(outer, receiver, n)  # [N, 3, 3]
         frames = FrameSet(moment, self.cfg.group, self.cfg.gap_low, self.cfg.gap_high)
@@ -315,20 +317,21 @@ class _LocalFrameNet(nn.Module):
 class FrameAveraging(nn.Module):
     """Frame Averaging backbone: per-atom energies [N], exactly E(3) (or SE(3)) invariant."""
 
-    def __init__(self, config: FrameAveragingConfig, num_species: int, cutoff: float, avg_num_neighbors: float):
+    def __init__(self, config: FrameAveragingConfig, num_species: int, radial_range: RadialRange,
+                 avg_num_neighbors: float):
         super().__init__()
         self.config = config
         if config.frame == "local":
-            self.net = _LocalFrameNet(config, num_species, cutoff, avg_num_neighbors)
+            self.net = _LocalFrameNet(config, num_species, radial_range, avg_num_neighbors)
         elif config.inner == "mlp":
-            self.net = EdgeMLP(config, num_species, cutoff, avg_num_neighbors)
+            self.net = EdgeMLP(config, num_species, radial_range, avg_num_neighbors)
         else:
             cls, config_cls = get_backbone(config.inner)
             try:
                 inner_config = config_cls(**config.inner_options)
             except TypeError as exc:
                 raise ValueError(f"bad inner_options for inner backbone {config.inner!r}: {exc}") from None
-            self.net = cls(inner_config, num_species, cutoff, avg_num_neighbors)
+            self.net = cls(inner_config, num_species, radial_range, avg_num_neighbors)
 
     def forward(self, species: Tensor, positions: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor,
                 num_graphs: int) -> Tensor:

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops import scatter_sum
-from .radial import BesselBasis, polynomial_envelope
+from .radial import RadialRange
 from .registry import register_backbone
 
 PARITY_MODES = ("square", "drop", "signed")
@@ -158,7 +158,8 @@ class GAAttention(nn.Module):
 
     supports_periodic = True
 
-    def __init__(self, config: GAAttentionConfig, num_species: int, cutoff: float, avg_num_neighbors: float):
+    def __init__(self, config: GAAttentionConfig, num_species: int, radial_range: RadialRange,
+                 avg_num_neighbors: float):
         super().__init__()
         if config.parity not in PARITY_MODES:
             raise ValueError(f"ga_attention: parity must be one of {PARITY_MODES}, got {config.parity!r}")
@@ -167,11 +168,11 @@ class GAAttention(nn.Module):
         if min(config.hidden, config.layers, config.heads, config.references, config.basis_size) < 1:
             raise ValueError(f"ga_attention: sizes must be positive, got {config}")
         self.config = config
-        self.cutoff = float(cutoff)
+        self.radial_range = radial_range
         self.avg_num_neighbors = float(avg_num_neighbors)
         c = config.hidden
         self.embed = nn.Embedding(num_species, c)
-        self.basis = BesselBasis(config.basis_size, cutoff)
+        self.basis = radial_range.bessel(config.basis_size)
         self.layers = nn.ModuleList(_GALayer(config) for _ in range(config.layers))
         self.readout = _mlp(c, c, 1)
 
@@ -179,9 +180,9 @@ class GAAttention(nn.Module):
                 num_graphs: int) -> Tensor:
         """Per-atom energies [N] (before scale/shift). edge_vec [E, 3] in Å."""
         r = torch.sqrt((edge_vec * edge_vec).sum(-1))
-        env = polynomial_envelope(r, self.cutoff)
+        env = self.radial_range.envelope(r)
         rbf = self.basis(r) * env[:, None]
-        u = edge_vec / self.cutoff
+        u = self.radial_range.reduced(edge_vec)
         h = self.embed(species)
         for layer in self.layers:
             h = layer(h, u, rbf, env, edge_index, self.avg_num_neighbors)

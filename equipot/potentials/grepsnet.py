@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops import scatter_sum
-from .radial import BesselBasis, polynomial_envelope
+from .radial import RadialRange
 from .registry import register_backbone
 
 
@@ -170,18 +170,19 @@ class GRepsNet(nn.Module):
 
     supports_periodic = True
 
-    def __init__(self, config: GRepsNetConfig, num_species: int, cutoff: float, avg_num_neighbors: float):
+    def __init__(self, config: GRepsNetConfig, num_species: int, radial_range: RadialRange,
+                 avg_num_neighbors: float):
         super().__init__()
         if min(config.hidden, config.tensor_channels, config.layers, config.basis_size, config.radial_hidden) < 1:
             raise ValueError(f"grepsnet: sizes must be positive, got {config}")
         if config.eps <= 0:
             raise ValueError(f"grepsnet: eps must be positive (it removes the cone of |x| at 0), got {config.eps}")
         self.config = config
-        self.cutoff = float(cutoff)
+        self.radial_range = radial_range
         self.avg_num_neighbors = float(avg_num_neighbors)
         c, k = config.hidden, config.tensor_channels
         self.embed = nn.Embedding(num_species, c)
-        self.basis = BesselBasis(config.basis_size, cutoff)
+        self.basis = radial_range.bessel(config.basis_size)
         self.seed_radial = _mlp(config.basis_size, config.radial_hidden, c + 2 * k)
         self.seed_species = nn.Linear(c, c + 2 * k, bias=False)
         self.layers = nn.ModuleList(_Layer(config) for _ in range(config.layers))
@@ -205,9 +206,9 @@ class GRepsNet(nn.Module):
         norm = self.avg_num_neighbors
         snd, rcv = edge_index[0], edge_index[1]
         r = torch.sqrt((edge_vec * edge_vec).sum(-1))
-        env = polynomial_envelope(r, self.cutoff)
+        env = self.radial_range.envelope(r)
         rbf = self.basis(r) * env[:, None]
-        u = edge_vec / self.cutoff
+        u = self.radial_range.reduced(edge_vec)
         emb = self.embed(species)
         w = self.seed_radial(rbf) * env[:, None] * self.seed_species(emb)[snd]  # [E, C + 2K]
         w_s, w_v, w_t = torch.split(w, [c, k, k], dim=-1)

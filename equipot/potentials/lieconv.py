@@ -55,7 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.message import spatial_message
-from .radial import GaussianBasis, polynomial_envelope
+from .radial import RadialRange
 from .registry import register_backbone
 
 _CHUNK = 256  # atoms per block of the inference lift table
@@ -159,10 +159,11 @@ class _Layer(nn.Module):
 class LieConv(nn.Module):
     """LieConv on SE(3) (E(3) with reflections): per-atom energies [N] from species and edge vectors."""
 
-    def __init__(self, config: LieConvConfig, num_species: int, cutoff: float, avg_num_neighbors: float):
+    def __init__(self, config: LieConvConfig, num_species: int, radial_range: RadialRange,
+                 avg_num_neighbors: float):
         super().__init__()
         self.config = config
-        self.cutoff = float(cutoff)
+        self.radial_range = radial_range
         self.avg_num_neighbors = float(avg_num_neighbors)
         c, n, k = config.hidden, config.basis_size, config.kernel_dim
         self.num_proper = config.num_lifts // 2 if config.reflections else config.num_lifts
@@ -170,8 +171,8 @@ class LieConv(nn.Module):
         self.register_buffer("pair_k", pk, persistent=False)
         self.register_buffer("pair_l", pl, persistent=False)
         self.embed = nn.Embedding(num_species, c)
-        self.t_basis = GaussianBasis(n, -cutoff, cutoff)
-        self.r_basis = GaussianBasis(n, 0.0, cutoff)
+        self.t_basis = radial_range.gaussian(n, signed=True)
+        self.r_basis = radial_range.gaussian(n)
         self.kernel = nn.Sequential(nn.Linear(4 * n + 3, k), nn.SiLU(), nn.Linear(k, k), nn.SiLU())
         self.layers = nn.ModuleList(_Layer(config) for _ in range(config.layers))
         self.readout = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
@@ -241,7 +242,7 @@ class LieConv(nn.Module):
         lifts = self.config.num_lifts
         quats = self.lifts(batch, num_graphs, edge_vec.dtype)
         r = torch.sqrt((edge_vec * edge_vec).sum(-1))
-        envelope = polynomial_envelope(r, self.cutoff)
+        envelope = self.radial_range.envelope(r)
         phi0 = self.edge_features(edge_index, edge_vec, quats)
         h = self.embed(species)[:, None, :].expand(-1, lifts, -1).contiguous()
         for layer in self.layers:

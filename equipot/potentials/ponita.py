@@ -66,7 +66,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.message import spatial_message, spherical_kernel, spherical_message
-from .radial import BesselBasis, GaussianBasis, polynomial_envelope
+from .radial import RadialRange
 from .registry import register_backbone
 from .sphere import GRIDS, legendre, orientation_grid, sphere_invariants
 
@@ -268,10 +268,11 @@ class _Layer(nn.Module):
 class Ponita(nn.Module):
     """R3×S2 backbone: per-atom energies [N] from species, edges and edge vectors."""
 
-    def __init__(self, config: PonitaConfig, num_species: int, cutoff: float, avg_num_neighbors: float):
+    def __init__(self, config: PonitaConfig, num_species: int, radial_range: RadialRange,
+                 avg_num_neighbors: float):
         super().__init__()
         self.config = config
-        self.cutoff = float(cutoff)
+        self.radial_range = radial_range
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.message_norm = self.avg_num_neighbors ** float(config.neighbor_norm_power)
         c, n = config.hidden, config.basis_size
@@ -280,9 +281,9 @@ class Ponita(nn.Module):
         self.register_buffer("eval_grid", eval_grid.to(torch.get_default_dtype()), persistent=False)
         self.embed = nn.Embedding(num_species, c)
         if config.radial_basis == "bessel":
-            self.basis = BesselBasis(n, cutoff)
+            self.basis = radial_range.bessel(n)
         elif config.radial_basis == "gaussian":
-            self.basis = GaussianBasis(n, 0.0, cutoff)
+            self.basis = radial_range.gaussian(n)
         else:
             raise ValueError(f"radial_basis must be 'bessel' or 'gaussian', got {config.radial_basis!r}")
         n_angular = 1 if config.r3_only else config.angular_degree + 1
@@ -376,7 +377,7 @@ class Ponita(nn.Module):
         cfg = self.config
         grid = self.current_grid(edge_vec.dtype)
         r = torch.sqrt((edge_vec * edge_vec).sum(-1))
-        envelope = polynomial_envelope(r, self.cutoff)
+        envelope = self.radial_range.envelope(r)
         edge = self.edge_features(edge_vec, grid)
         legendre_cos = lowpass = None
         if self.use_sphere:

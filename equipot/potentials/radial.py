@@ -1,4 +1,5 @@
-"""Radial bases and the smooth cutoff envelope shared by every backbone."""
+"""Radial bases and the smooth cutoff envelope shared by every backbone, and the
+:class:`RadialRange` through which a backbone receives them."""
 from __future__ import annotations
 
 import math
@@ -47,3 +48,29 @@ class BesselBasis(nn.Module):
         safe = torch.where(r > 1e-9, r, torch.ones_like(r))
         val = torch.sin(self.freqs * safe) / safe
         return self.prefactor * torch.where(r > 1e-9, val, self.freqs.expand_as(val))
+
+
+class RadialRange(float):
+    """The interaction range a :class:`~equipot.potentials.Potential` gives its backbone.
+
+    It is the cutoff (a float, Å), and it makes the radial functions on it, so a backbone asks
+    for its bases and envelope here instead of handling the number: every backbone's messages
+    then vanish at the same distance, in the same smooth way, as the neighbour list's edges end.
+    """
+
+    def envelope(self, r: Tensor) -> Tensor:
+        """:func:`polynomial_envelope` [E] of distances r [E] (Å): 1 at 0, smoothly 0 at the cutoff."""
+        return polynomial_envelope(r, float(self))
+
+    def bessel(self, n: int) -> BesselBasis:
+        """:class:`BesselBasis` of n functions vanishing at the cutoff."""
+        return BesselBasis(n, float(self))
+
+    def gaussian(self, n: int, signed: bool = False) -> GaussianBasis:
+        """n Gaussians evenly spaced on [0, cutoff], or with ``signed`` on [-cutoff, cutoff] (for
+        a component of a bond vector)."""
+        return GaussianBasis(n, -float(self) if signed else 0.0, float(self))
+
+    def reduced(self, edge_vec: Tensor) -> Tensor:
+        """Bond vectors [E, 3] in units of the cutoff (dimensionless, length <= 1 for an edge)."""
+        return edge_vec / float(self)

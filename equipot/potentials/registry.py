@@ -11,17 +11,21 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 from torch import Tensor
 
+from .radial import RadialRange
+
 
 @runtime_checkable
 class Backbone(Protocol):
     """What :class:`~equipot.potentials.base.Potential` asks of a backbone (an ``nn.Module``).
 
-    Built as ``cls(config, num_species, cutoff, avg_num_neighbors)``: ``config`` an instance of
-    the dataclass registered with it, ``cutoff`` in Å. The Potential adds reference energies,
-    scale and shift, subtracts the isolated-atom output, and takes forces and stress by
-    autograd, so a backbone only maps a batch to per-atom energies. It must be smooth in
-    ``edge_vec`` and go to zero smoothly at ``cutoff`` (forces are continuous), and must accept a
-    graph without edges (isolated atoms).
+    Built as ``cls(config, num_species, radial_range, avg_num_neighbors)``: ``config`` an instance
+    of the dataclass registered with it, ``radial_range`` a
+    :class:`~equipot.potentials.radial.RadialRange` (the cutoff in Å, as a float, with the
+    radial bases and envelope on it). The Potential adds reference energies, scale and shift,
+    subtracts the isolated-atom output, and takes forces and stress by autograd, so a backbone
+    only maps a batch to per-atom energies. It must be smooth in ``edge_vec`` and go to zero
+    smoothly at the cutoff (``radial_range.envelope``; forces are continuous), and must accept
+    a graph without edges (isolated atoms).
 
     Optional attribute ``message_passing_hops`` (int): the backbone is local, i.e. atom i's
     energy depends only on the species and the edge vectors within that many edge hops of i,
@@ -30,7 +34,8 @@ class Backbone(Protocol):
     needs it to know how deep ghost atoms must reach; backbones without it do not run there.
     """
 
-    def __init__(self, config: Any, num_species: int, cutoff: float, avg_num_neighbors: float) -> None: ...
+    def __init__(self, config: Any, num_species: int, radial_range: RadialRange, avg_num_neighbors: float) -> None:
+        ...
 
     def forward(self, species: Tensor, positions: Tensor, edge_index: Tensor, edge_vec: Tensor, batch: Tensor,
                 num_graphs: int) -> Tensor:

@@ -44,7 +44,7 @@ class EnergyFit:
         self.values = target_values(train, property_name)[idx]
         numbers = train.numbers_per_frame()
         self.counts = element_counts([numbers[k] for k in idx], model.config.elements)
-        self.loader = make_loader(train.subset(idx), model.cutoff, batch_size)
+        self.loader = make_loader(train.subset(idx), model.graph_builder(), batch_size)
 
     def refit(self, model: Potential) -> None:
         """Add to ``model.energy_correction`` the least-squares fit of its residual energies (eV)."""

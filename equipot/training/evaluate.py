@@ -87,7 +87,8 @@ def evaluate(
     outputs = torch.zeros(119, 3, dtype=torch.float64)  # per element: count, sum, sum of squares of the output
     preds: dict[str, list[np.ndarray]] = {}
     model.eval()
-    loader = make_loader(dataset, model.cutoff, batch_size, shuffle=False, num_workers=num_workers, dtype=dtype)
+    loader = make_loader(dataset, model.graph_builder(), batch_size, shuffle=False, num_workers=num_workers,
+                         dtype=dtype)
     for graph, targets in loader:
         graph = graph.to(device, dtype)
         targets = {k: v.to(device) for k, v in targets.items()}

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..data import H5Dataset
-from ..graph import AtomicGraph
+from ..graph import GraphBuilder
 from ..potentials.base import Potential, PotentialConfig, element_counts
 from ..potentials.config import ENERGY
 from ..potentials.readouts import NO_REFERENCES, dipole_scale
@@ -33,10 +33,11 @@ class Statistics:
     frames: int
 
 
-def training_statistics(dataset: H5Dataset, cutoff: float, max_frames: int | None = None,
+def training_statistics(dataset: H5Dataset, graphs: GraphBuilder, max_frames: int | None = None,
                         seed: int = 0) -> Statistics:
-    """Mean neighbours per atom within ``cutoff``, shortest pair distance (Å) and RMS force
-    component (eV/Å) over the training frames (a seeded subset of ``max_frames`` when given)."""
+    """Mean neighbours per atom in the graphs ``graphs`` builds, shortest pair distance (Å) and
+    RMS force component (eV/Å) over the training frames (a seeded subset of ``max_frames`` when
+    given)."""
     idx = np.arange(len(dataset))
     if max_frames is not None and max_frames < len(dataset):
         idx = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:max_frames])
@@ -46,7 +47,7 @@ def training_statistics(dataset: H5Dataset, cutoff: float, max_frames: int | Non
     elements: set[int] = set()
     for start in range(0, len(idx), _STATS_BATCH):
         frames = [dataset[int(k)] for k in idx[start:start + _STATS_BATCH]]
-        graph = AtomicGraph.from_structures([(f.numbers, f.positions, f.cell, f.pbc) for f in frames], cutoff)
+        graph = graphs([(f.numbers, f.positions, f.cell, f.pbc) for f in frames])
         elements.update(int(z) for z in torch.unique(graph.numbers))
         edges += graph.num_edges
         atoms += graph.num_nodes
@@ -74,7 +75,7 @@ def model_from_data(model: PotentialConfig, splits: Splits, data: DataSection,
     With ``property_name`` the model is a property model: its target, unit and readout (and the
     references, ``atomic_energies: auto``) follow the property (:mod:`equipot.training.targets`)."""
     train = splits.train
-    stats = training_statistics(train, model.cutoff, data.stats_frames, data.seed)
+    stats = training_statistics(train, model.graph_builder(), data.stats_frames, data.seed)
     elements = (list(model.elements) if model.elements is not None
                 else sorted(set(train.elements()) | set(stats.elements)))
     for ds, what in ((train, "training"), (splits.valid, "validation"), (splits.test, "test")):

@@ -372,7 +372,7 @@ class Trainer:
             hook(self.budget_fraction())
 
     def _loader(self):
-        return make_loader(self.splits.train, self.model.cutoff, self.local_batch, sampler=self.sampler,
+        return make_loader(self.splits.train, self.model.graph_builder(), self.local_batch, sampler=self.sampler,
                            num_workers=self.config.data.num_workers, seed=self.config.train.seed,
                            dtype=self.dtype)
 

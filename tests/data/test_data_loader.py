@@ -7,6 +7,7 @@ import torch
 from ase.build import bulk
 
 from equipot.data import H5Dataset, HDF5Writer, collate, convert_rmd17, make_loader
+from equipot.graph import GraphBuilder
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def ethanol(rmd17_dir, tmp_path_factory):
 def test_collate_shapes_and_targets(ethanol):
     ds = H5Dataset(ethanol, split="train")
     frames = [ds[k] for k in range(5)]
-    graph, targets = collate(frames, cutoff=4.0)
+    graph, targets = collate(frames, GraphBuilder(4.0))
     assert graph.num_graphs == 5 and graph.num_nodes == 45
     assert targets["energy"].shape == (5,) and targets["energy"].dtype == torch.float64
     assert targets["forces"].shape == (45, 3)
@@ -32,7 +33,7 @@ def test_collate_shapes_and_targets(ethanol):
     n_pairs = sum(int(((np.linalg.norm(f.positions[:, None] - f.positions[None], axis=-1) < 4.0).sum()) - 9)
                   for f in frames)
     assert graph.num_edges == n_pairs
-    g32, t32 = collate(frames, cutoff=4.0, dtype=torch.float32)
+    g32, t32 = collate(frames, GraphBuilder(4.0), dtype=torch.float32)
     assert g32.positions.dtype == torch.float32 and t32["energy"].dtype == torch.float32
 
 
@@ -44,7 +45,7 @@ def test_collate_periodic_with_stress(tmp_path):
             atoms.rattle(0.01, seed=k)
             w.add(atoms.numbers, atoms.positions, energy=-10.0 - k, forces=np.zeros((2, 3)), cell=atoms.cell.array,
                   pbc=atoms.pbc, stress=np.eye(3) * 1e-3 * k)
-    graph, targets = collate(list(H5Dataset(path)), cutoff=3.0)
+    graph, targets = collate(list(H5Dataset(path)), GraphBuilder(3.0))
     assert graph.pbc.all() and targets["stress"].shape == (3, 3, 3)
     # each Si has 4 neighbours at 2.35 Å in diamond
     assert graph.num_edges == 3 * 2 * 4
@@ -53,15 +54,15 @@ def test_collate_periodic_with_stress(tmp_path):
 
 def test_loader_with_workers_matches_serial(ethanol):
     ds = H5Dataset(ethanol)
-    serial = list(make_loader(ds, cutoff=5.0, batch_size=7))
-    parallel = list(make_loader(ds, cutoff=5.0, batch_size=7, num_workers=2))
+    serial = list(make_loader(ds, GraphBuilder(5.0), batch_size=7))
+    parallel = list(make_loader(ds, GraphBuilder(5.0), batch_size=7, num_workers=2))
     assert len(serial) == len(parallel) == 12
     for (g1, t1), (g2, t2) in zip(serial, parallel):
         assert torch.equal(g1.positions, g2.positions) and torch.equal(g1.edge_index, g2.edge_index)
         assert torch.equal(t1["energy"], t2["energy"]) and torch.equal(t1["forces"], t2["forces"])
     ds[0]  # the parent's handle is open; forked workers must open their own
-    again = list(make_loader(ds, cutoff=5.0, batch_size=40, num_workers=2, shuffle=True, seed=3))
+    again = list(make_loader(ds, GraphBuilder(5.0), batch_size=40, num_workers=2, shuffle=True, seed=3))
     order = [torch.cat([g.positions for g, _ in again])]
-    again2 = list(make_loader(ds, cutoff=5.0, batch_size=40, num_workers=2, shuffle=True, seed=3))
+    again2 = list(make_loader(ds, GraphBuilder(5.0), batch_size=40, num_workers=2, shuffle=True, seed=3))
     assert torch.equal(order[0], torch.cat([g.positions for g, _ in again2]))
     assert not torch.equal(order[0], torch.cat([g.positions for g, _ in serial]))
