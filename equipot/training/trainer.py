@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..data.loader import make_loader
 from ..potentials.base import Potential, PotentialConfig, element_counts
@@ -47,7 +48,7 @@ from .energy_fit import EnergyFit
 from .evaluate import available_targets, evaluate, write_predictions
 from .interrupts import StopSignals, TrainingInterrupted
 from .losses import LossWeights, combine, loss_terms
-from .metrics import MetricsCSV, epoch_line, format_table
+from .metrics import MetricsCSV, epoch_line, format_table, metric_keys
 from .model_from_data import model_from_data
 from .sampler import EpochSampler
 from .schedule import LRSchedule
@@ -225,8 +226,6 @@ class Trainer:
                 check_targets(ds, prop, what)
 
     def _check_monitor(self) -> None:
-        from .metrics import metric_keys
-
         prop = self.config.train.property
         keys = metric_keys(self.targets, prop)
         valid = ["loss"] + [f"{k}_{m}" for k in keys for m in ("mae", "rmse")]
@@ -434,8 +433,6 @@ class Trainer:
             shutdown(self.dist)
 
     def _loop(self) -> None:
-        from tqdm import tqdm
-
         tc = self.config.train
         if self.step == 0:
             self.log(self._banner())
