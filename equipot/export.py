@@ -79,7 +79,7 @@ def example_graph(potential: Potential, sizes: tuple[int, ...] = (5, 7), seed: i
         numbers = [elements[k % len(elements)] for k in range(n)]
         positions = torch.rand(n, 3, generator=g, dtype=torch.float64) * spacing * 2 + torch.arange(n)[:, None] * 0.3
         structures.append((numbers, positions.numpy(), None, None))
-    return AtomicGraph.from_structures(structures, potential.cutoff, dtype=dtype, device=device)
+    return potential.graph_builder()(structures, dtype=dtype, device=device)
 
 
 def graph_inputs(graph: AtomicGraph) -> tuple[Tensor, ...]:

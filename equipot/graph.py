@@ -173,8 +173,9 @@ class GraphBuilder:
     included) closer than ``cutoff`` Å, through :meth:`AtomicGraph.from_structures`.
 
     A model gives its own (``PotentialConfig.graph_builder()``, ``Potential.graph_builder()``),
-    so the data loader, the training statistics and evaluation build the graphs that model was
-    made for without being told its cutoff. Picklable, for DataLoader workers.
+    so the data loader, the training statistics, evaluation, ``EquiCalc`` and export build the
+    graphs that model was made for without being told its cutoff. Picklable, for DataLoader
+    workers.
     """
 
     cutoff: float
@@ -187,6 +188,9 @@ class GraphBuilder:
         structures: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]],
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
+        neighbors: str = "matscipy",
+        edges: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
     ) -> AtomicGraph:
-        """A batch of ``(numbers [n], positions [n, 3] Å, cell [3, 3] or None, pbc [3] or None)``."""
-        return AtomicGraph.from_structures(structures, self.cutoff, dtype=dtype, device=device)
+        """A batch of ``(numbers [n], positions [n, 3] Å, cell [3, 3] or None, pbc [3] or None)``;
+        ``neighbors`` and ``edges`` as in :meth:`AtomicGraph.from_structures`."""
+        return AtomicGraph.from_structures(structures, self.cutoff, dtype, device, neighbors, edges)

@@ -98,7 +98,8 @@ class EquiCalc(Calculator):
         if neighbors not in ("matscipy", "torch"):
             raise ValueError(f"neighbors must be 'auto', 'matscipy' or 'torch', got {neighbors!r}")
         self.neighbor_backend = neighbors
-        self.neighbors = VerletList(self.model.cutoff, skin)
+        self.graphs = self.model.graph_builder()
+        self.neighbors = VerletList(self.graphs.cutoff, skin)
         self._warned = False
         config = self.model.config
         if not config.is_potential:
@@ -125,12 +126,12 @@ class EquiCalc(Calculator):
         self.model.species_index(torch.as_tensor(atoms.numbers))  # ValueError naming an unknown element first
         structure = [(atoms.numbers, positions, cell, pbc)]
         if self.neighbor_backend == "torch":
-            graph = AtomicGraph.from_structures(structure, self.model.cutoff, self.dtype, self.device, "torch")
+            graph = self.graphs(structure, self.dtype, self.device, neighbors="torch")
         else:
-            # The Verlet list holds pairs out to cutoff + skin; from_structures drops those beyond
+            # The Verlet list holds pairs out to cutoff + skin; the graph builder drops those beyond
             # the cutoff (the envelope zeroes them) so the model does not pay ~1/3 more edges.
             edges = [self.neighbors.get(positions, atoms.numbers, cell, pbc)]
-            graph = AtomicGraph.from_structures(structure, self.model.cutoff, self.dtype, self.device, edges=edges)
+            graph = self.graphs(structure, self.dtype, self.device, edges=edges)
         self._check_extrapolation(graph)
         self._check_memory(graph)
         if not self.model.config.is_potential:
