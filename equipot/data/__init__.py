@@ -3,10 +3,9 @@
 ::
 
     from equipot.data import convert_rmd17, H5Dataset, make_loader
-    from equipot.graph import GraphBuilder
     convert_rmd17(["rmd17_ethanol_train_01.npz", "rmd17_ethanol_test_01.npz"], "ethanol.h5")
     train = H5Dataset("ethanol.h5", split="train")
-    for graph, targets in make_loader(train, GraphBuilder(cutoff=5.0), batch_size=8, shuffle=True):
+    for graph, targets in make_loader(train, 5.0, batch_size=8, shuffle=True):  # edges within 5 Å
         ...
 """
 from typing import TYPE_CHECKING, Any

@@ -17,6 +17,10 @@ from ..graph import AtomicGraph, GraphBuilder
 from .schema import Frame
 
 
+def _builder(graphs: GraphBuilder | float) -> GraphBuilder:
+    return graphs if isinstance(graphs, GraphBuilder) else GraphBuilder(graphs)
+
+
 def _tensor(values: np.ndarray, dtype: torch.dtype) -> Tensor:
     values = np.ascontiguousarray(values)
     if values.dtype.kind == "f":
@@ -28,11 +32,11 @@ def _tensor(values: np.ndarray, dtype: torch.dtype) -> Tensor:
 
 def collate(
     frames: Sequence[Frame],
-    graphs: GraphBuilder,
+    graphs: GraphBuilder | float,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[AtomicGraph, dict[str, Tensor]]:
     """Batch frames into an :class:`AtomicGraph` built by ``graphs`` (a model's
-    ``graph_builder()``, or ``GraphBuilder(cutoff)``) and targets.
+    ``graph_builder()``, or a cutoff in Å) and targets.
 
     Targets, each present only when every frame has it:
     ``"energy"`` [B] eV, ``"forces"`` [N, 3] eV/Å, ``"stress"`` [B, 3, 3] eV/Å^3,
@@ -41,7 +45,7 @@ def collate(
     """
     if not frames:
         raise ValueError("collate: empty list of frames")
-    graph = graphs([(f.numbers, f.positions, f.cell, f.pbc) for f in frames], dtype=dtype)
+    graph = _builder(graphs)([(f.numbers, f.positions, f.cell, f.pbc) for f in frames], dtype=dtype)
     targets: dict[str, Tensor] = {}
     if all(f.energy is not None for f in frames):
         targets["energy"] = torch.tensor([f.energy for f in frames], dtype=dtype)
@@ -61,8 +65,8 @@ def collate(
 class Collater:
     """Picklable ``collate_fn`` (a lambda would not reach spawned workers)."""
 
-    def __init__(self, graphs: GraphBuilder, dtype: torch.dtype = torch.float64):
-        self.graphs = graphs
+    def __init__(self, graphs: GraphBuilder | float, dtype: torch.dtype = torch.float64):
+        self.graphs = _builder(graphs)
         self.dtype = dtype
 
     def __call__(self, frames: Sequence[Frame]) -> tuple[AtomicGraph, dict[str, Tensor]]:
@@ -77,7 +81,7 @@ def _seed_worker(worker_id: int) -> None:
 
 def make_loader(
     dataset: Dataset,
-    graphs: GraphBuilder,
+    graphs: GraphBuilder | float,
     batch_size: int,
     shuffle: bool = False,
     num_workers: int = 0,
@@ -90,7 +94,8 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader yielding ``(AtomicGraph, targets)`` batches (see :func:`collate`).
 
-    ``shuffle`` uses a generator seeded with ``seed``, so the order is reproducible.
+    ``graphs``: how the graphs are built, the model's ``graph_builder()`` (what training passes)
+    or a cutoff in Å. ``shuffle`` uses a generator seeded with ``seed``, so the order is reproducible.
     With ``num_workers > 0`` each worker opens its own HDF5 handle and builds neighbour
     lists for its batches. ``sampler`` (e.g. a DistributedSampler) replaces ``shuffle``.
     """

@@ -21,6 +21,7 @@ def test_collate_shapes_and_targets(ethanol):
     ds = H5Dataset(ethanol, split="train")
     frames = [ds[k] for k in range(5)]
     graph, targets = collate(frames, GraphBuilder(4.0))
+    assert torch.equal(collate(frames, 4.0)[0].edge_index, graph.edge_index)  # a bare cutoff in Å: the same
     assert graph.num_graphs == 5 and graph.num_nodes == 45
     assert targets["energy"].shape == (5,) and targets["energy"].dtype == torch.float64
     assert targets["forces"].shape == (45, 3)
