@@ -108,7 +108,9 @@ def nve_drift(model: Potential, atoms: Atoms, steps: int = 200, dt_fs: float = 0
               seed: int = 0) -> dict[str, float]:
     """Run velocity-Verlet NVE and return the total-energy drift.
 
-    Returns ``{"drift": eV/atom/ps from a linear fit, "fluctuation": std of E_tot per atom (eV)}``.
+    Returns ``{"drift": eV/atom/ps from a linear fit, "fluctuation": std of E_tot per atom (eV),
+    "temperature_k": mean kinetic temperature (K)}``; a mean far above ``temperature_k`` / 2 says
+    the trajectory fell out of the model's potential well (bonds broke, atoms collapsed).
     """
     from ase import units
     from ase.md.velocitydistribution import Stationary, ZeroRotation
@@ -123,10 +125,16 @@ def nve_drift(model: Potential, atoms: Atoms, steps: int = 200, dt_fs: float = 0
     if not atoms.pbc.any():
         ZeroRotation(atoms)
     dyn = VelocityVerlet(atoms, timestep=dt_fs * units.fs)
-    totals = []
-    dyn.attach(lambda: totals.append(atoms.get_total_energy()), interval=1)
+    totals, temperatures = [], []
+
+    def record() -> None:
+        totals.append(atoms.get_total_energy())
+        temperatures.append(atoms.get_temperature())
+
+    dyn.attach(record, interval=1)
     dyn.run(steps)
     totals = np.asarray(totals) / len(atoms)
     t_ps = np.arange(len(totals)) * dt_fs / 1000.0
     slope = np.polyfit(t_ps, totals, 1)[0]
-    return {"drift": float(abs(slope)), "fluctuation": float(totals.std())}
+    return {"drift": float(abs(slope)), "fluctuation": float(totals.std()),
+            "temperature_k": float(np.mean(temperatures))}

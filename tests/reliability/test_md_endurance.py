@@ -1,9 +1,13 @@
 """Long molecular dynamics through EquiCalc: energy conservation, no NaN at 500 K, one extrapolation warning.
 
-The model is a tiny R3 model fitted for a few seconds to 40 real revised-MD17 ethanol frames
-(force MAE ~0.28 eV/Å against 0.88 eV/Å for zero forces), so the forces have the size of real
-molecular forces and the molecule stays bound; its ``min_pair_distance`` is the shortest pair in
-the 1000 training frames. A second, hostile model (random weights scaled to 1 eV/Å forces) lets
+The model is a tiny R3 model fitted for a few seconds to 40 real revised-MD17 ethanol frames, so
+the forces have the size of real molecular forces; its ``min_pair_distance`` is the shortest pair
+in the 1000 training frames. Its well around ethanol is shallow: started from the first training
+frame (not its own minimum) at 300 K, the molecule heats far above that and atoms pass through
+each other, and energy conservation measured on such a trajectory passed or failed with the
+rounding of the fit (thread count, order of tests). NVE therefore starts from the model's own
+minimum (BFGS) with 300 K velocities, and each run checks that it stayed in the well (mean
+temperature below 300 K). A second, hostile model (random weights scaled to 1 eV/Å forces) lets
 atoms collapse onto each other: no NaN even then, and exactly one extrapolation warning.
 
 The long runs (20 000 NVE steps, 20 000 Langevin steps at 500 K) are marked slow; the same checks
@@ -20,6 +24,7 @@ import torch
 from ase import Atoms, units
 from ase.build import molecule
 from ase.md.langevin import Langevin
+from ase.optimize import BFGS
 
 from equipot import AtomicGraph, build_potential
 from equipot.calculators.ase import EquiCalc, ExtrapolationWarning
@@ -72,14 +77,21 @@ def hostile_model(min_pair_distance: float):
 # --------------------------------------------------------------------------------------------- NVE
 def _nve(ethanol, steps: int) -> dict:
     model, atoms = ethanol
+    atoms = atoms.copy()
+    atoms.calc = EquiCalc(model)
+    BFGS(atoms, logfile=None).run(fmax=0.01, steps=500)
     result = nve_drift(model, atoms, steps=steps, dt_fs=0.5, temperature_k=300.0)
-    print(f"\nNVE ethanol float64, {steps} steps of 0.5 fs: drift {result['drift']:.2e} eV/atom/ps, "
-          f"fluctuation {result['fluctuation']:.2e} eV/atom")
+    print(f"\nNVE ethanol float64, {steps} steps of 0.5 fs from the model's minimum: drift {result['drift']:.2e} "
+          f"eV/atom/ps, fluctuation {result['fluctuation']:.2e} eV/atom, mean T {result['temperature_k']:.0f} K")
+    # 300 K of kinetic energy at a minimum shares out to ~150 K; far more means the molecule fell apart
+    assert result["temperature_k"] < 300.0, result
     return result
 
 
 def test_nve_short_conserves_energy(ethanol):
-    """500 steps (0.25 ps); measured drift 3e-4 eV/atom/ps, fluctuation 1e-4 eV/atom."""
+    """500 steps (0.25 ps). The bounds (fluctuation 1e-3 eV/atom, ~4 % of kT at 300 K) leave room
+    for velocity Verlet's own O(dt^2) error and are far below what forces that are not minus the
+    energy's gradient, or that jump at the cutoff, give."""
     result = _nve(ethanol, 500)
     assert result["drift"] < 3e-3, result
     assert result["fluctuation"] < 1e-3, result
