@@ -222,15 +222,28 @@ def test_blocked_cpu_message_matches_naive_over_many_blocks(monkeypatch):
     assert torch.autograd.gradgradcheck(fn, (phi, weight, h), fast_mode=True)
 
 
-@pytest.mark.parametrize("degree", [0, 3])
-def test_spherical_message_matches_the_formed_kernel_over_many_blocks(monkeypatch, degree):
-    """The CPU path forms P_l(o·r̂) radial[e, l, m] block by block (and again in the backward);
-    with 16-edge blocks it must equal the message of the whole kernel formed first: values,
-    gradients (edge vectors included) and double backward. Degree 0 is the r3_only case."""
+def _spherical_path(path: str):
+    """The factorised spherical message by one of its two torch roads: ``blocked`` (the CPU's custom
+    autograd function over 16-edge blocks) or ``whole`` (plain torch over all edges: other devices, export)."""
     from equipot.ops import message
-    from equipot.ops.message import spherical_kernel, spherical_message
+
+    if path == "blocked":
+        return message.spherical_message
+    return lambda *args: message._spherical_message_whole(*args, None, "torch")
+
+
+@pytest.mark.parametrize("path", ["blocked", "whole"])
+@pytest.mark.parametrize("degree", [0, 3])
+def test_spherical_message_matches_the_formed_kernel_over_many_blocks(monkeypatch, degree, path):
+    """The factorised message (sum_l P_l(o·r̂) (radial[e, l] @ weight_l), never the kernel
+    P_l(o·r̂) radial[e, l, m] itself; on the CPU block by block, and again in the backward) must equal
+    the message of the whole kernel formed first: values, gradients (edge vectors included) and double
+    backward, to float64 round-off. Degree 0 is the r3_only case."""
+    from equipot.ops import message
+    from equipot.ops.message import spherical_kernel
     from equipot.potentials.sphere import orientation_grid
 
+    spherical_message = _spherical_path(path)
     monkeypatch.setattr(message, "_BLOCK_BYTES", 1)
     edge_index, g = _graph(7, 61)
     vec = (torch.randn(61, 3, dtype=torch.float64, generator=g) * 2).requires_grad_(True)
@@ -244,8 +257,9 @@ def test_spherical_message_matches_the_formed_kernel_over_many_blocks(monkeypatc
     probe = torch.randn(out.shape, dtype=torch.float64, generator=g)
     inputs = (vec, radial, weight, h)
     ref_grads = torch.autograd.grad((ref * probe).sum(), inputs, allow_unused=True)  # degree 0: no vec
-    for a, b, x in zip(torch.autograd.grad((out * probe).sum(), inputs), ref_grads, inputs):
-        torch.testing.assert_close(a, torch.zeros_like(x) if b is None else b)
+    got_grads = torch.autograd.grad((out * probe).sum(), inputs, allow_unused=True)
+    for a, b, x in zip(got_grads, ref_grads, inputs):
+        torch.testing.assert_close(torch.zeros_like(x) if a is None else a, torch.zeros_like(x) if b is None else b)
 
     def fn(v, r, w, x):
         return spherical_message(v, grid, r, w, x, edge_index, 7)
@@ -255,16 +269,18 @@ def test_spherical_message_matches_the_formed_kernel_over_many_blocks(monkeypatc
     assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=degree > 0)
 
 
+@pytest.mark.parametrize("path", ["blocked", "whole"])
 @pytest.mark.parametrize("degree", [0, 3])
-def test_spherical_message_trains_on_forces_like_the_formed_kernel(monkeypatch, degree):
+def test_spherical_message_trains_on_forces_like_the_formed_kernel(monkeypatch, degree, path):
     """Training on forces: edge vectors and radial functions both computed from the positions, forces by
     autograd with create_graph, then a force loss differentiated to the parameters. Must equal the formed
     kernel to rounding (float64). An earlier backward that called autograd.grad inside the backward
     doubled the forces here, although gradgradcheck on independent leaf inputs passed."""
     from equipot.ops import message
-    from equipot.ops.message import spherical_kernel, spherical_message
+    from equipot.ops.message import spherical_kernel
     from equipot.potentials.sphere import orientation_grid
 
+    spherical_message = _spherical_path(path)
     monkeypatch.setattr(message, "_BLOCK_BYTES", 1)
     edge_index, g = _graph(7, 61)
     edge_index = edge_index[:, edge_index[0] != edge_index[1]]

@@ -301,3 +301,51 @@ def test_trained_model_rotation_error_falls_on_the_denser_icosahedral_grid():
     set_inference_grid(model, "repulsion", 32)
     e32 = error(model)
     assert e32 < e12 / 2, (e12, e32)
+
+
+@pytest.fixture(scope="module")
+def trained_ponita(tmp_path_factory):
+    """A model file trained by ``equipot.training.train`` (R3×S2, 12-point grid, 42-point inference
+    grid) for 30 steps on the rMD17 ethanol frames shipped with equipot."""
+    from equipot.demo import DEMO_DATA
+    from equipot.training import load_config, train
+
+    run = tmp_path_factory.mktemp("factorised") / "run"
+    train(load_config(None, [f"data.train_file={DEMO_DATA}", f"train.run_dir={run}", "model.hidden=16",
+                             "model.layers=2", "data.n_train=60", "data.valid_size=10", "data.batch_size=4",
+                             "train.max_steps=30", "train.progress=false", "train.device=cpu"]),
+          log=lambda s: None)
+    return run / "model.pt"
+
+
+@pytest.mark.parametrize("weights", ["random", "trained"])
+def test_factorised_message_gives_the_formed_kernels_energy_and_forces(monkeypatch, weights, trained_ponita):
+    """The model's message never forms phi[e, o, (l, m)] = P_l(o·r̂) rho_lm(|r|); with the formed kernel
+    put back (the reference: phi @ W, then the message), energies and forces of a molecule and of a
+    periodic box must agree to float64 round-off, for random weights and for a trained model file."""
+    from equipot import load_model
+    from equipot.ops.message import spatial_message, spherical_kernel
+    from equipot.potentials import ponita
+
+    model = make() if weights == "random" else load_model(trained_ponita).double()
+    model.eval()
+    box = bulk("C", "diamond", a=3.6, cubic=True)
+    box.rattle(0.05, seed=2)
+    mol = molecule("CH3CH2OH")
+    mol.rattle(0.05, seed=3)
+    factorised = [predict(model, atoms) for atoms in (mol, box)]
+
+    calls = []
+
+    def formed(vec, grid, radial, weight, h, edge_index, num_nodes):
+        calls.append(grid.shape[0])
+        return spatial_message(spherical_kernel(vec, grid, radial), weight, h, edge_index, num_nodes)
+
+    monkeypatch.setattr(ponita, "spherical_message", formed)
+    for got, atoms in zip(factorised, (mol, box)):
+        ref = predict(model, atoms)
+        scale = float(np.abs(ref["forces"]).max())
+        assert scale > 1e-6
+        np.testing.assert_allclose(got["energy"], ref["energy"], rtol=1e-12, atol=1e-12 * len(atoms))
+        np.testing.assert_allclose(got["forces"], ref["forces"], rtol=0, atol=1e-11 * scale)
+    assert calls and set(calls) == {len(model.backbone.eval_grid)}
