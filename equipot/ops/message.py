@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
+from . import cpu_kernels
 from .backends import resolve_backend
 from .legendre import legendre, legendre_and_derivative
 from .scatter import check, scatter_sum, segment_sum
@@ -215,7 +216,9 @@ class _SphericalMessage(Function):
     multiply-adds), combined with the [e, O, L + 1] Legendre values (E O (L+1) C) instead of the
     [e, O, (L+1) M] @ [(L+1) M, C] product (E O (L+1) M C). Formed from the edge vectors block by block
     in the forward and again in the backward: no [E, O, ...] tensor (Legendre values, their gradients
-    or messages) is stored whole, and R is recomputed per block rather than kept.
+    or messages) is stored whole, and R is recomputed per block rather than kept. Where the fused C
+    kernel of :mod:`equipot.ops.cpu_kernels` is available it does both passes edge by edge instead
+    (the differentiable backward of force training stays in torch).
     """
 
     @staticmethod
@@ -223,6 +226,14 @@ class _SphericalMessage(Function):
                 receiver: Tensor, num_nodes: int, weight_node) -> Tensor:
         ctx.save_for_backward(vec, grid, radial, weight, h, sender, receiver)
         ctx.weight_node = weight_node
+        ctx.fused = cpu_kernels.usable((vec, grid, radial, weight, h), (sender, receiver))
+        if ctx.fused:
+            if sender.numel():  # the C kernel trusts its indices
+                check((torch.minimum(sender.min(), receiver.min()) >= 0) & (sender.max() < h.shape[0])
+                      & (receiver.max() < num_nodes),
+                      f"edge_index: senders must lie in [0, {h.shape[0]}) (rows of h) and receivers in "
+                      f"[0, {num_nodes}) (num_nodes)")
+            return cpu_kernels.spherical_forward(vec, grid, radial, weight, h, sender, receiver, num_nodes)
         degree = radial.shape[1] - 1
         out = h.new_zeros((num_nodes, h.shape[1], h.shape[2]))
         starts, step = _blocks(vec.shape[0], h.shape[1] * h.shape[2] * h.element_size())
@@ -248,6 +259,10 @@ class _SphericalMessage(Function):
                                                              needs)
             grad_h = scatter_sum(msg_h, sender, h.shape[0], backend="torch") if need_h else None
             return grad_v, None, grad_r, grad_w, grad_h, None, None, None, None
+        if ctx.fused:
+            grads = cpu_kernels.spherical_backward(vec, grid, radial, weight, h, grad.contiguous(), sender, receiver,
+                                                   needs)
+            return grads[0], None, *grads[1:], None, None, None, None
         grad_v = torch.empty_like(vec) if need_v else None
         grad_r = torch.empty_like(radial) if need_r else None
         grad_w = torch.zeros_like(weight) if need_w else None

@@ -222,17 +222,25 @@ def test_blocked_cpu_message_matches_naive_over_many_blocks(monkeypatch):
     assert torch.autograd.gradgradcheck(fn, (phi, weight, h), fast_mode=True)
 
 
-def _spherical_path(path: str):
-    """The factorised spherical message by one of its two torch roads: ``blocked`` (the CPU's custom
-    autograd function over 16-edge blocks) or ``whole`` (plain torch over all edges: other devices, export)."""
-    from equipot.ops import message
+PATHS = ["fused", "blocked", "whole"]
 
+
+def _spherical_path(path: str, monkeypatch):
+    """The factorised spherical message by one of its three roads: ``fused`` (the CPU's C kernel,
+    edge by edge), ``blocked`` (the CPU's torch loop over 16-edge blocks, where no compiler is) or
+    ``whole`` (plain torch over all edges: other devices, export)."""
+    from equipot.ops import cpu_kernels, message
+
+    if path == "fused":
+        assert cpu_kernels.library() is not None, cpu_kernels.status()
     if path == "blocked":
-        return message.spherical_message
-    return lambda *args: message._spherical_message_whole(*args, None, "torch")
+        monkeypatch.setattr(cpu_kernels, "usable", lambda *args: False)
+    if path == "whole":
+        return lambda *args: message._spherical_message_whole(*args, None, "torch")
+    return message.spherical_message
 
 
-@pytest.mark.parametrize("path", ["blocked", "whole"])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("degree", [0, 3])
 def test_spherical_message_matches_the_formed_kernel_over_many_blocks(monkeypatch, degree, path):
     """The factorised message (sum_l P_l(o·r̂) (radial[e, l] @ weight_l), never the kernel
@@ -243,9 +251,9 @@ def test_spherical_message_matches_the_formed_kernel_over_many_blocks(monkeypatc
     from equipot.ops.message import spherical_kernel
     from equipot.potentials.sphere import orientation_grid
 
-    spherical_message = _spherical_path(path)
+    spherical_message = _spherical_path(path, monkeypatch)
     monkeypatch.setattr(message, "_BLOCK_BYTES", 1)
-    edge_index, g = _graph(7, 61)
+    edge_index, g = _graph(7, 61, sort=False)
     vec = (torch.randn(61, 3, dtype=torch.float64, generator=g) * 2).requires_grad_(True)
     grid = orientation_grid("icosahedron", 12)
     radial = torch.randn(61, degree + 1, 2, dtype=torch.float64, generator=g, requires_grad=True)
@@ -269,7 +277,7 @@ def test_spherical_message_matches_the_formed_kernel_over_many_blocks(monkeypatc
     assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=degree > 0)
 
 
-@pytest.mark.parametrize("path", ["blocked", "whole"])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("degree", [0, 3])
 def test_spherical_message_trains_on_forces_like_the_formed_kernel(monkeypatch, degree, path):
     """Training on forces: edge vectors and radial functions both computed from the positions, forces by
@@ -280,7 +288,7 @@ def test_spherical_message_trains_on_forces_like_the_formed_kernel(monkeypatch, 
     from equipot.ops.message import spherical_kernel
     from equipot.potentials.sphere import orientation_grid
 
-    spherical_message = _spherical_path(path)
+    spherical_message = _spherical_path(path, monkeypatch)
     monkeypatch.setattr(message, "_BLOCK_BYTES", 1)
     edge_index, g = _graph(7, 61)
     edge_index = edge_index[:, edge_index[0] != edge_index[1]]
@@ -303,41 +311,49 @@ def test_spherical_message_trains_on_forces_like_the_formed_kernel(monkeypatch, 
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("kernel", ["radial", "mlp"])
+@pytest.mark.parametrize("kernel", ["radial-fused", "radial-blocked", "mlp"])
 def test_message_skips_the_weight_gradient_only_in_the_force_pass(monkeypatch, kernel):
     """autograd.grad of an energy with respect to the positions never uses the message weight's
     gradient, so the force pass does not form it; the loss's backward, which trains the weight, does.
-    ``radial``: the spherical message (kernel formed inside); ``mlp``: the message of a formed kernel."""
-    from equipot.ops import message
+    ``radial-*``: the spherical message (kernel formed inside; C kernel or torch blocks); ``mlp``: the
+    message of a formed kernel. Inference forces (no create_graph) for the C kernel, force training for
+    the others."""
+    from equipot.ops import cpu_kernels, message
     from equipot.ops.message import spatial_message, spherical_message
     from equipot.potentials.sphere import orientation_grid
 
     # the backward helper each op hands its `needs` to, and the weight's place in them
-    spied, weight_need = ("_spherical_grads", 2) if kernel == "radial" else ("_torch_backward", 1)
+    owner, spied, weight_need = {"radial-fused": (cpu_kernels, "spherical_backward", 2),
+                                 "radial-blocked": (message, "_spherical_grads", 2),
+                                 "mlp": (message, "_torch_backward", 1)}[kernel]
+    if kernel == "radial-blocked":
+        monkeypatch.setattr(cpu_kernels, "usable", lambda *args: False)
     asked: list[bool] = []
-    original = getattr(message, spied)
+    original = getattr(owner, spied)
 
     def spy(*args):
         asked.append(args[-1][weight_need])
         return original(*args)
 
-    monkeypatch.setattr(message, spied, spy)
+    monkeypatch.setattr(owner, spied, spy)
     edge_index, g = _graph(5, 20)
     pos = (torch.randn(5, 3, dtype=torch.float64, generator=g) * 2).requires_grad_(True)
     weight = torch.randn(8, 4, dtype=torch.float64, generator=g, requires_grad=True)
     h = torch.randn(5, 12, 4, dtype=torch.float64, generator=g, requires_grad=True)
     vec = pos[edge_index[0]] - pos[edge_index[1]] + 0.1
-    if kernel == "radial":
+    if kernel != "mlp":
         radial = torch.tanh(vec.norm(dim=1, keepdim=True) * torch.ones(1, 8, dtype=torch.float64)).view(-1, 4, 2)
         out = spherical_message(vec, orientation_grid("icosahedron", 12), radial, weight, h, edge_index, 5)
     else:
         phi = torch.tanh(vec @ torch.ones(3, 12 * 8, dtype=torch.float64)).view(-1, 12, 8)
         out = spatial_message(phi, weight, h, edge_index, 5, backend="torch")
     energy = (out ** 2).sum()
-    forces, = torch.autograd.grad(energy, pos, create_graph=True)
+    # The C kernel runs the backward of inference (MD forces); force training's backward is torch's.
+    inference = kernel == "radial-fused"
+    forces, = torch.autograd.grad(energy, pos, create_graph=not inference, retain_graph=True)
     assert asked == [False]
     asked.clear()
-    (forces.pow(2).sum() + energy).backward()
-    if kernel == "radial":  # (the formed kernel's non-differentiable backward does not go through the spy)
+    (energy if inference else forces.pow(2).sum() + energy).backward()
+    if kernel != "mlp":  # (the formed kernel's non-differentiable backward does not go through the spy)
         assert asked and all(asked)
     assert weight.grad is not None and bool(weight.grad.abs().sum() > 0)
