@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import CUTOFF, DEFAULT_DATA, DEFAULT_OUT, rmd17_h5, sample
-from benchmarks.peers import default_dtype, mace_model
+from benchmarks.peers import MACE_HIDDEN, default_dtype, mace_model
 from equipot import load_model
 from equipot.data import H5Dataset
 from equipot.potentials.base import element_counts
@@ -64,7 +64,7 @@ def parser(**kwargs) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="torch device for both models")
     p.add_argument("--max-steps", type=int, default=None, help="also stop both models after this many steps")
-    p.add_argument("--mace-hidden", default="32x0e + 32x1o", help="MACE hidden irreps")
+    p.add_argument("--mace-hidden", default=MACE_HIDDEN["mace-train"], help="MACE hidden irreps")
     p.add_argument("--mace-max-ell", type=int, default=3, help="MACE spherical-harmonics order")
     p.add_argument("--mace-correlation", type=int, default=3, help="MACE body order - 1")
     p.add_argument("--mace-interactions", type=int, default=2, help="MACE message-passing layers")

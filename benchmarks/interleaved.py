@@ -1,6 +1,6 @@
 """equipot against a peer, energy+forces call by call in one process (same load on both).
 
-For biphenyl (22 atoms) and the 192-molecule water box, alternates one call of equipot's
+For biphenyl (22 atoms) and water boxes (``--sides``; default the 192-atom box), alternates one call of equipot's
 calculator and one of the peer's (each after moving every atom by 1e-3 Å, so every call
 recomputes), ``--calls`` times after one warm-up each, and prints the median ms of both and
 their ratio. equipot is a model file (``--model``) or the default R3×S2 model built untrained
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--calls", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sides", type=int, nargs="+", default=[4], help="water boxes of side**3 molecules")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.model:
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     peer = peer_calculator(args.peer, args.dtype, "cpu")
     print(f"{'system':<14}{'equipot ms':>12}{args.peer + ' ms':>16}{'ratio':>8}   ({args.dtype}, "
           f"{args.threads} thread(s), {args.calls} interleaved calls each)")
-    for name, atoms in systems((4,)):
+    for name, atoms in systems(tuple(args.sides)):
         t_ours, t_peer = interleaved(ours, peer, atoms, args.calls)
         print(f"{name:<14}{t_ours * 1e3:>12.1f}{t_peer * 1e3:>16.1f}{t_ours / t_peer:>8.2f}", flush=True)
     return 0

@@ -42,8 +42,10 @@ from benchmarks.common import CUTOFF, ELEMENTS
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 PEERS = ("mace-small", "mace-medium", "nequip", "schnet")
-ALL_PEERS = PEERS + ("mace-rmd17",)
-MACE_HIDDEN = {"mace-small": "96x0e", "mace-medium": "128x0e+128x1o", "mace-rmd17": "256x0e+256x1o+256x2e"}
+ALL_PEERS = PEERS + ("mace-rmd17", "mace-train")
+#: hidden irreps per MACE size; ``mace-train`` is the MACE that ``train_md17.py`` trains against equipot
+MACE_HIDDEN = {"mace-small": "96x0e", "mace-medium": "128x0e+128x1o", "mace-rmd17": "256x0e+256x1o+256x2e",
+               "mace-train": "32x0e+32x1o"}
 INSTALL_HINT = "install the peers with `bash benchmarks/peers_env.sh VENV` and run with VENV/bin/python"
 
 

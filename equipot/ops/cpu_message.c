@@ -18,6 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Vectors of 32 bytes (GCC/Clang vector extensions), loaded and stored without alignment. */
+typedef float V_f32 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef double V_f64 __attribute__((vector_size(32), aligned(8), may_alias));
+#define LANES_f32 8
+#define LANES_f64 4
+#define LOAD(SUFFIX, ptr) (*(const V_##SUFFIX *)(ptr))
+#define STORE(SUFFIX, ptr, value) (*(V_##SUFFIX *)(ptr) = (value))
+
 #define DEFINE_KERNELS(T, SUFFIX)                                                                       \
                                                                                                        \
 static void legendre_##SUFFIX(const T *vec, const T *grid, int64_t O, int64_t L1, T *cosv, T *P, T *dP, \
@@ -63,18 +71,62 @@ static void kernel_row_##SUFFIX(const T *p, const T *R, int64_t L1, int64_t C, T
     }                                                                                                  \
 }                                                                                                      \
                                                                                                        \
+/* The default angular degree (L = 3, four Legendre degrees) with C a multiple of the vector width:   \
+ * the channel loop is cut into vectors held in registers (R of the four degrees, their gradient    \
+ * accumulators) while the orientations stream past, so the kernel row never goes to memory. */    \
+static void forward4_##SUFFIX(int64_t O, int64_t C, const T *P, const T *R, const T *hs, T *outr) {    \
+    for (int64_t c0 = 0; c0 < C; c0 += LANES_##SUFFIX) {                                               \
+        const V_##SUFFIX r0 = LOAD(SUFFIX, R + c0), r1 = LOAD(SUFFIX, R + C + c0);                    \
+        const V_##SUFFIX r2 = LOAD(SUFFIX, R + 2 * C + c0), r3 = LOAD(SUFFIX, R + 3 * C + c0);        \
+        for (int64_t o = 0; o < O; ++o) {                                                              \
+            const T *p = P + 4 * o;                                                                    \
+            const V_##SUFFIX k = p[0] * r0 + p[1] * r1 + p[2] * r2 + p[3] * r3;                        \
+            STORE(SUFFIX, outr + o * C + c0, LOAD(SUFFIX, outr + o * C + c0) + k * LOAD(SUFFIX, hs + o * C + c0)); \
+        }                                                                                              \
+    }                                                                                                  \
+}                                                                                                      \
+                                                                                                       \
+static void backward4_##SUFFIX(int64_t O, int64_t C, const T *P, const T *dP, const T *R, const T *hs,  \
+                               const T *gr, T *ghs, T *gR, T *tbuf) {                                  \
+    for (int64_t c0 = 0; c0 < C; c0 += LANES_##SUFFIX) {                                               \
+        const V_##SUFFIX r0 = LOAD(SUFFIX, R + c0), r1 = LOAD(SUFFIX, R + C + c0);                    \
+        const V_##SUFFIX r2 = LOAD(SUFFIX, R + 2 * C + c0), r3 = LOAD(SUFFIX, R + 3 * C + c0);        \
+        V_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                             \
+        for (int64_t o = 0; o < O; ++o) {                                                              \
+            const T *p = P + 4 * o;                                                                    \
+            const V_##SUFFIX g = LOAD(SUFFIX, gr + o * C + c0);                                        \
+            const V_##SUFFIX t = g * LOAD(SUFFIX, hs + o * C + c0);                                    \
+            if (gR) { a0 += p[0] * t; a1 += p[1] * t; a2 += p[2] * t; a3 += p[3] * t; }                \
+            if (tbuf) { /* t * sum_l P_l'(o . rhat) R_l: summed over c below, d/d(o . rhat) */          \
+                const T *d = dP + 4 * o;                                                               \
+                STORE(SUFFIX, tbuf + o * C + c0, t * (d[0] * r0 + d[1] * r1 + d[2] * r2 + d[3] * r3));  \
+            }                                                                                          \
+            if (ghs) {                                                                                 \
+                const V_##SUFFIX k = p[0] * r0 + p[1] * r1 + p[2] * r2 + p[3] * r3;                    \
+                STORE(SUFFIX, ghs + o * C + c0, LOAD(SUFFIX, ghs + o * C + c0) + k * g);               \
+            }                                                                                          \
+        }                                                                                              \
+        if (gR) {                                                                                      \
+            STORE(SUFFIX, gR + c0, a0); STORE(SUFFIX, gR + C + c0, a1);                                \
+            STORE(SUFFIX, gR + 2 * C + c0, a2); STORE(SUFFIX, gR + 3 * C + c0, a3);                    \
+        }                                                                                              \
+    }                                                                                                  \
+}                                                                                                      \
+                                                                                                       \
 int spherical_forward_##SUFFIX(int64_t E, int64_t O, int64_t L1, int64_t M, int64_t C, const T *vec,   \
                                const T *grid, const T *rho, const T *W, const T *h,                    \
                                const int64_t *sender, const int64_t *receiver, T *out) {               \
     T *scratch = (T *)malloc(sizeof(T) * (size_t)(O + O * L1 + L1 * C + C));                           \
     if (!scratch) return 1;                                                                            \
     T *cosv = scratch, *P = cosv + O, *R = P + O * L1, *k = R + L1 * C;                                \
+    const int fast = L1 == 4 && C % LANES_##SUFFIX == 0;                                               \
     T inv_r;                                                                                           \
     for (int64_t e = 0; e < E; ++e) {                                                                  \
         legendre_##SUFFIX(vec + 3 * e, grid, O, L1, cosv, P, NULL, &inv_r);                            \
         degree_kernels_##SUFFIX(rho + e * L1 * M, W, L1, M, C, R);                                     \
         const T *hs = h + sender[e] * O * C;                                                           \
         T *outr = out + receiver[e] * O * C;                                                           \
+        if (fast) { forward4_##SUFFIX(O, C, P, R, hs, outr); continue; }                               \
         for (int64_t o = 0; o < O; ++o) {                                                              \
             kernel_row_##SUFFIX(P + o * L1, R, L1, C, k);                                              \
             const T *restrict ho = hs + o * C;                                                         \
@@ -91,10 +143,11 @@ int spherical_backward_##SUFFIX(int64_t E, int64_t O, int64_t L1, int64_t M, int
                                 const int64_t *sender, const int64_t *receiver, T *grad_vec,           \
                                 T *grad_rho, T *grad_W, T *grad_h) {                                   \
     const int need_k = grad_rho != NULL || grad_W != NULL;                                             \
-    T *scratch = (T *)malloc(sizeof(T) * (size_t)(3 * O + 2 * O * L1 + 2 * L1 * C + 2 * C));      \
+    T *scratch = (T *)malloc(sizeof(T) * (size_t)(3 * O + 2 * O * L1 + 2 * L1 * C + 2 * C + O * C)); \
     if (!scratch) return 1;                                                                            \
     T *cosv = scratch, *gcos = cosv + O, *P = gcos + O, *dP = P + O * L1, *R = dP + O * L1;            \
-    T *gR = R + L1 * C, *k = gR + L1 * C, *t = k + C;                                                  \
+    T *gR = R + L1 * C, *k = gR + L1 * C, *t = k + C, *tbuf = t + C;                                   \
+    const int fast = L1 == 4 && C % LANES_##SUFFIX == 0;                                               \
     T inv_r;                                                                                           \
     for (int64_t e = 0; e < E; ++e) {                                                                  \
         const T *v = vec + 3 * e;                                                                      \
@@ -104,7 +157,17 @@ int spherical_backward_##SUFFIX(int64_t E, int64_t O, int64_t L1, int64_t M, int
         const T *hs = h + sender[e] * O * C;                                                           \
         const T *gr = grad + receiver[e] * O * C;                                                      \
         T *ghs = grad_h ? grad_h + sender[e] * O * C : NULL;                                           \
-        for (int64_t o = 0; o < O; ++o) {                                                              \
+        if (fast) {                                                                                    \
+            backward4_##SUFFIX(O, C, P, dP, R, hs, gr, ghs, need_k ? gR : NULL, grad_vec ? tbuf : NULL); \
+            for (int64_t o = 0; grad_vec && o < O; ++o) {                                              \
+                const T *to = tbuf + o * C;                                                            \
+                T g = 0;                                                                               \
+                _Pragma("omp simd reduction(+:g)")                                                     \
+                for (int64_t c = 0; c < C; ++c) g += to[c];                                            \
+                gcos[o] = g;                                                                           \
+            }                                                                                          \
+        }                                                                                              \
+        for (int64_t o = 0; !fast && o < O; ++o) {                                                     \
             const T *restrict ho = hs + o * C, *restrict go = gr + o * C;                              \
             const T *p = P + o * L1;                                                                   \
             if (ghs) {                                                                                 \

@@ -240,9 +240,10 @@ def _spherical_path(path: str, monkeypatch):
     return message.spherical_message
 
 
+@pytest.mark.parametrize("channels", [5, 8])  # 8: the C kernel's vector path (degree 3, whole vectors)
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("degree", [0, 3])
-def test_spherical_message_matches_the_formed_kernel_over_many_blocks(monkeypatch, degree, path):
+def test_spherical_message_matches_the_formed_kernel_over_many_blocks(monkeypatch, degree, path, channels):
     """The factorised message (sum_l P_l(o·r̂) (radial[e, l] @ weight_l), never the kernel
     P_l(o·r̂) radial[e, l, m] itself; on the CPU block by block, and again in the backward) must equal
     the message of the whole kernel formed first: values, gradients (edge vectors included) and double
@@ -257,8 +258,8 @@ def test_spherical_message_matches_the_formed_kernel_over_many_blocks(monkeypatc
     vec = (torch.randn(61, 3, dtype=torch.float64, generator=g) * 2).requires_grad_(True)
     grid = orientation_grid("icosahedron", 12)
     radial = torch.randn(61, degree + 1, 2, dtype=torch.float64, generator=g, requires_grad=True)
-    weight = torch.randn((degree + 1) * 2, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    h = torch.randn(7, 12, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn((degree + 1) * 2, channels, dtype=torch.float64, generator=g, requires_grad=True)
+    h = torch.randn(7, 12, channels, dtype=torch.float64, generator=g, requires_grad=True)
     out = spherical_message(vec, grid, radial, weight, h, edge_index, 7)
     ref = _naive_message(spherical_kernel(vec, grid, radial), weight, h, edge_index, 7)
     torch.testing.assert_close(out, ref)
