@@ -68,7 +68,7 @@ from torch import Tensor, nn
 from ..ops.message import spatial_message, spherical_kernel, spherical_message
 from .radial import RadialRange
 from .registry import register_backbone
-from .sphere import GRIDS, legendre, orientation_grid, sphere_invariants
+from .sphere import GRIDS, legendre, legendre_factors, orientation_grid
 
 KERNELS = ("radial", "mlp")
 READOUTS = ("mlp", "every")
@@ -190,12 +190,41 @@ def _sphere_grids(cfg: PonitaConfig) -> tuple[Tensor, Tensor]:
     return train, orientation_grid(name or cfg.grid, size if size is not None else cfg.grid_size)
 
 
-def lowpass_matrix(legendre_cos: Tensor, degree: int) -> Tensor:
-    """[O, O] projection of grid functions onto spherical harmonics of degree <= ``degree``:
-    (1/O) sum_l (2l + 1) P_l(o·p), from legendre_cos [O, O, > degree] (P_l of the grid's cosines).
-    A true projector when the grid integrates degree 2 * ``degree`` exactly."""
-    weights = torch.arange(1, 2 * degree + 2, 2, dtype=legendre_cos.dtype, device=legendre_cos.device)
-    return (legendre_cos[..., : degree + 1] @ weights) / legendre_cos.shape[0]
+class SphereFactors:
+    """The grid's Legendre matrices in factored form (:func:`~equipot.potentials.sphere.legendre_factors`):
+    basis [O, K] with columns sorted by degree, ``degree`` [K] the degree of each column."""
+
+    def __init__(self, basis: Tensor, degree: Tensor):
+        self.basis, self.degree = basis, degree
+
+    def columns(self, max_degree: int) -> int:
+        """How many columns have degree <= max_degree (they come first)."""
+        return int((self.degree <= max_degree).sum())
+
+    def lowpass_basis(self, max_degree: int) -> Tensor:
+        """Q [O, K'] with Q Q^T = (1/O) sum_{l <= max_degree} (2l + 1) P_l(o·p), the projection of grid
+        functions onto spherical harmonics of degree <= max_degree (a true projector when the grid
+        integrates degree 2 max_degree exactly)."""
+        k = self.columns(max_degree)
+        scale = ((2 * self.degree[:k] + 1).to(self.basis.dtype) / self.basis.shape[0]).sqrt()
+        return self.basis[:, :k] * scale
+
+
+def _over_orientations(x: Tensor, left: Tensor, right: Tensor, weight: Tensor | None = None) -> Tensor:
+    """left @ (weight * (right^T @ x)) along the orientation axis of x [N, O, C]: left, right [O, K],
+    weight [K, C] or None -> [N, O, C]. Two [O, K] products in place of one [O, O] product."""
+    n, o, c = x.shape
+    a = right.transpose(0, 1) @ x.transpose(0, 1).reshape(o, n * c)  # [K, N C]
+    if weight is not None:
+        a = (a.view(-1, n, c) * weight[:, None, :]).view(-1, n * c)
+    return (left @ a).view(o, n, c).transpose(0, 1)
+
+
+def lowpass_matrix(factors: SphereFactors, degree: int) -> Tensor:
+    """[O, O] projection of grid functions onto spherical harmonics of degree <= ``degree``,
+    (1/O) sum_l (2l + 1) P_l(o·p) (for analysis: the layers apply it in factored form)."""
+    q = factors.lowpass_basis(degree)
+    return q @ q.T
 
 
 class _SphereConv(nn.Module):
@@ -207,14 +236,13 @@ class _SphereConv(nn.Module):
         self.degree = degree
         self.weight = nn.Parameter(torch.randn(degree + 1, channels) / (degree + 1) ** 0.5)
 
-    def forward(self, x: Tensor, legendre_cos: Tensor) -> Tensor:
-        """x [N, O, C], legendre_cos [O, O, >= L + 1] (P_l of the grid's cosines) -> [N, O, C]."""
-        n, o, c = x.shape
-        # sum_l w_lc (P_l @ x_c): one matrix product over o for every degree and channel (a per-channel
-        # [O, O, C] kernel made torch run C small products, one per channel, forward and backward).
-        p = legendre_cos[..., : self.degree + 1].permute(2, 0, 1).reshape(-1, o)  # [(L+1) O, O]
-        y = (p @ x.transpose(0, 1).reshape(o, n * c)).view(self.degree + 1, o, n, c)
-        return (y * self.weight[:, None, None, :]).sum(0).transpose(0, 1) / o
+    def forward(self, x: Tensor, factors: SphereFactors) -> Tensor:
+        """x [N, O, C] -> [N, O, C]: (1/O) sum_o sum_l w_lc P_l(o·p) x[o, c], with P_l(o·p) = B_l B_l^T
+        (``factors``): the grid functions go to (L + 1)^2 coefficients and back, 2 (L+1)^2 O multiply-adds
+        per atom and channel instead of (L + 1) O^2."""
+        k = factors.columns(self.degree)
+        basis = factors.basis[:, :k]
+        return _over_orientations(x, basis, basis, self.weight[factors.degree[:k]]) / x.shape[1]
 
 
 class _Layer(nn.Module):
@@ -246,7 +274,7 @@ class _Layer(nn.Module):
         return spherical_kernel(edge[0], edge[1], self.radial_functions(edge, envelope))
 
     def forward(self, h: Tensor, edge: tuple[Tensor, ...], envelope: Tensor, edge_index: Tensor,
-                legendre_cos: Tensor | None, lowpass: Tensor | None, norm: float) -> Tensor:
+                factors: SphereFactors | None, lowpass: Tensor | None, norm: float) -> Tensor:
         if self.kernel == "mlp":
             m = spatial_message(self.edge_kernel(edge, envelope), self.weight, h, edge_index, h.shape[0])
         else:  # the kernel is formed block by block from the edge vectors (ops.spherical_message)
@@ -254,13 +282,13 @@ class _Layer(nn.Module):
                                   edge_index, h.shape[0])
         m = m / norm
         if self.sphere is not None:
-            m = self.sphere(m, legendre_cos)
+            m = self.sphere(m, factors)
         x = h + m
         if self.norm is not None:
             x = self.norm(x)
         update = self.layer_scale * self.mlp(x)
         if lowpass is not None:
-            update = torch.einsum("noc,po->npc", update, lowpass)
+            update = _over_orientations(update, lowpass, lowpass)
         return h + update
 
 
@@ -296,6 +324,7 @@ class Ponita(nn.Module):
             self.radial = nn.Sequential(nn.Linear(n, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU())
         self.edge_input_gain = float(config.edge_gain) * fan_in**0.5
         self.use_sphere = not config.r3_only and len(train_grid) > 1
+        self._factor_cache: dict[tuple, SphereFactors] = {}
         self._on_eval_grid = False
         self.layers = nn.ModuleList(_Layer(config, self.use_sphere) for _ in range(config.layers))
         self.message_passing_hops = int(config.layers)  # the embedding is per species: one hop a layer
@@ -361,6 +390,21 @@ class Ponita(nn.Module):
         share = self.config.finetune_on_eval_grid
         self._on_eval_grid = share > 0 and fraction >= 1.0 - share
 
+    def current_factors(self, dtype: torch.dtype, device: torch.device) -> SphereFactors:
+        """The :class:`SphereFactors` of this call's grid (see :meth:`current_grid`), computed in float64
+        from the grid buffer (the one a model file stores) and cached until that buffer changes. They
+        depend only on the cosines between grid points, so the randomly turned training grid has the
+        factors of the unturned one."""
+        grid = self.eval_grid if not self.training or self._on_eval_grid else self.grid
+        key = (grid.data_ptr(), grid._version, tuple(grid.shape), dtype, device)
+        if key not in self._factor_cache:
+            if len(self._factor_cache) >= 8:  # grids replaced or moved: drop the old entries
+                self._factor_cache.clear()
+            degree = max(self.config.angular_degree, self.config.lowpass or 0)
+            basis, column_degree = legendre_factors(grid.detach(), degree)
+            self._factor_cache[key] = SphereFactors(basis.to(device, dtype), column_degree.to(device))
+        return self._factor_cache[key]
+
     def current_grid(self, dtype: torch.dtype) -> Tensor:
         """The orientation grid of this call, [O, 3]: randomly turned in training, fixed in eval."""
         if not self.training:
@@ -379,16 +423,15 @@ class Ponita(nn.Module):
         r = torch.sqrt((edge_vec * edge_vec).sum(-1))
         envelope = self.radial_range.envelope(r)
         edge = self.edge_features(edge_vec, grid)
-        legendre_cos = lowpass = None
+        factors = lowpass = None
         if self.use_sphere:
-            degree = max(cfg.angular_degree, cfg.lowpass or 0)
-            legendre_cos = legendre(sphere_invariants(grid), degree)  # [O, O, degree + 1]
+            factors = self.current_factors(edge_vec.dtype, edge_vec.device)
             if cfg.lowpass is not None:
-                lowpass = lowpass_matrix(legendre_cos, cfg.lowpass)
+                lowpass = factors.lowpass_basis(cfg.lowpass)
         h = self.embed(species)[:, None, :].expand(-1, grid.shape[0], -1).contiguous()
         heads, vector_heads = [], []
         for k, layer in enumerate(self.layers):
-            h = layer(h, edge, envelope, edge_index, legendre_cos, lowpass, self.message_norm)
+            h = layer(h, edge, envelope, edge_index, factors, lowpass, self.message_norm)
             if cfg.readout == "every":
                 heads.append(self.heads[k](h))
                 if self.vector_heads is not None:

@@ -166,3 +166,26 @@ def quadrature_error(grid: Tensor, degree: int) -> float:
 def sphere_invariants(grid: Tensor) -> Tensor:
     """Cosines between orientations o_k · o_l, [O, O]."""
     return grid @ grid.T
+
+
+def legendre_factors(grid: Tensor, degree: int) -> tuple[Tensor, Tensor]:
+    """An exact low-rank form of the grid's Legendre matrices: (basis [O, K], degree of each column [K]).
+
+    For every l <= ``degree``, P_l(o·p) over the grid [O, 3] is a Gram matrix of the 2l + 1
+    spherical harmonics of degree l (addition theorem), so P_l(o·p) = sum of b b^T over the basis
+    columns b of degree l (min(2l + 1, O) of them, eigenvectors times sqrt(eigenvalue), float64).
+    Columns are sorted by degree. Only cosines between grid points enter, so a rotated grid has the
+    same factors; products with these [O, K] factors replace [O, O] products (K = (L + 1)^2 << O).
+    The grid's rows are normalised first: the rank is 2l + 1 only for unit vectors, and a grid
+    stored in float32 (every model built in the default dtype) is off by ~3e-8.
+    """
+    grid = grid.double()
+    cos = sphere_invariants(grid / grid.norm(dim=-1, keepdim=True)).clamp(-1.0, 1.0)
+    p = legendre(cos, degree)  # [O, O, degree + 1]
+    columns, degrees = [], []
+    for ell in range(degree + 1):
+        rank = min(2 * ell + 1, grid.shape[0])
+        values, vectors = torch.linalg.eigh(p[..., ell])  # ascending
+        columns.append(vectors[:, -rank:] * values[-rank:].clamp(min=0.0).sqrt())
+        degrees += [ell] * rank
+    return torch.cat(columns, dim=1), torch.tensor(degrees, dtype=torch.long)
