@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 # torch is imported inside the helpers: `equipot --help` and the data commands start without it.
@@ -20,12 +21,21 @@ def add_model_options(parser: argparse.ArgumentParser, dtype: str = "float64") -
 
 
 def check_output(path: str | Path, what: str, suffixes: tuple[str, ...] | None = None, ase_format: bool = False,
-                 directory: bool = False) -> Path:
+                 directory: bool = False, inputs: tuple[str | Path | None, ...] = (),
+                 overwrite: bool | None = None) -> Path:
     """``path`` as an output that can be written, checked before any work is done (ValueError /
-    FileNotFoundError / IsADirectoryError naming it): its folder exists, it is not a folder (or,
-    with ``directory``, not a file), and its name has one of ``suffixes`` or, with ``ase_format``,
-    names a format ASE can write."""
+    FileNotFoundError / IsADirectoryError / FileExistsError naming it): its folder exists, it is not
+    a folder (or, with ``directory``, not a file), its name has one of ``suffixes`` or, with
+    ``ase_format``, names a format ASE can write; it is none of ``inputs`` (the same file under any
+    spelling, through a symlink or a hard link: never, even with --overwrite); and with
+    ``overwrite=False`` it does not exist yet (None: the command has no --overwrite)."""
     p = Path(path)
+    for source in inputs:
+        if source is not None and _same_file(p, Path(source)):
+            raise ValueError(f"{what} {p} is the input file {source}: refusing to write over it; give another "
+                             f"output path")
+    if overwrite is False and (p.exists() or p.is_symlink()) and not p.is_dir():
+        raise FileExistsError(f"{what} {p} exists; pass --overwrite to replace it")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(f"{what} {p}: the folder {parent} does not exist")
@@ -49,6 +59,18 @@ def check_output(path: str | Path, what: str, suffixes: tuple[str, ...] | None =
             raise ValueError(f"{what} {p}: ASE cannot write a file of this name (use e.g. .extxyz, .xyz, .traj, "
                              f".cif, .pdb, POSCAR)")
     return p
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output file (atomically; never an input file)")
 
 
 def input_file(path: str | Path, what: str) -> Path:
@@ -78,6 +100,12 @@ def device_of(name: str):
         return torch.device(name)
     except RuntimeError:
         raise ValueError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:N)") from None
+
+
+def model_inputs(model: str) -> tuple[Path, ...]:
+    """The files a model argument reads (a model file, or a run folder's model.pt and checkpoint)."""
+    p = Path(model)
+    return (p / "model.pt", p / "checkpoint.pt", p / "model_last.pt") if p.is_dir() else (p,)
 
 
 def load_model_file(path: str, threads: int | None = None):

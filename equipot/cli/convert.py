@@ -115,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
                          f"are written from an equipot HDF5 input)")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    from ._common import check_output
+
+    check_output(output, "output", inputs=(*inputs, *_parse_splits(args.split).values()))
     fmt = args.format or detect_format(inputs)
     splits = _parse_splits(args.split)
     random_splits = parse_random_splits(args.random_split)
@@ -167,9 +170,7 @@ def _export(h5: str, output: str, args: argparse.Namespace) -> int:
     from ._common import check_output, input_file
 
     input_file(h5, "input")
-    out = check_output(output, "output", ase_format=True)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out}: output file exists (pass --overwrite)")
+    out = check_output(output, "output", ase_format=True, inputs=(h5,), overwrite=args.overwrite)
     n = export_frames(h5, out, args.frames)
     if not args.quiet:
         print(f"wrote {n} frame(s) of {Path(h5).name} to {out}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_model_argument, add_model_options, device_of, dtype_of, load_model_file
+from ._common import add_model_argument, add_model_options, add_overwrite_option, device_of, dtype_of, load_model_file
 
 HELP = ("evaluate a model on a labelled dataset (equipot HDF5 or e.g. extended XYZ): MAE/RMSE per target "
         "(meV, meV/atom, meV/Å; a property model's property in its unit, meV for one in eV)")
@@ -28,6 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="write the predictions (energy eV, forces eV/Å, stress eV/Å^3): an equipot HDF5 file, "
                              "or extended XYZ with the reference (REF_energy, REF_forces) and predicted "
                              "(equipot_energy, equipot_forces) labels of every frame")
+    add_overwrite_option(parser)
     add_model_options(parser)
 
 
@@ -81,13 +82,14 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from ..data.formats import H5_SUFFIXES
-    from ._common import check_output, input_file
+    from ._common import check_output, input_file, model_inputs
 
     data = input_file(args.data, "data file")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.output is not None:
-        check_output(args.output, "--output", suffixes=PREDICTION_SUFFIXES)
+        check_output(args.output, "--output", suffixes=PREDICTION_SUFFIXES, inputs=(data, *model_inputs(args.model)),
+                     overwrite=args.overwrite)
     model = load_model_file(args.model, args.threads)
     if data.suffix.lower() in H5_SUFFIXES:
         return _evaluate(args, model, data)

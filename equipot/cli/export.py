@@ -45,9 +45,7 @@ def run(args: argparse.Namespace) -> int:
         source = source / "model.pt"
     suffix = ".pkl" if args.lammps else ".pt2"
     out = Path(args.output) if args.output else source.with_suffix(suffix)
-    check_output(out, "--output", suffixes=(suffix,))
-    if out.resolve() == source.resolve():
-        raise ValueError(f"--output {out} would overwrite the model file")
+    check_output(out, "--output", suffixes=(suffix,), inputs=(source,))
     if args.lammps:
         return _export_lammps(args, source, out)
     model = load_model_file(args.model, args.threads)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from pathlib import Path
 
-from ._common import add_model_argument, add_model_options, structure_with_calculator
+from ._common import add_model_argument, add_model_options, add_overwrite_option, structure_with_calculator
 
 HELP = "run molecular dynamics (Langevin NVT or velocity-Verlet NVE) and write a trajectory"
 
@@ -29,6 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "drift so far) every this many steps; 0: only at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--skin", type=float, default=0.5, help="Verlet neighbour-list skin, Å")
+    add_overwrite_option(parser)
     add_model_options(parser)
 
 
@@ -36,22 +39,21 @@ TRAJECTORY_SUFFIXES = (".traj", ".xyz", ".extxyz")
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     import numpy as np
     from ase import units
     from ase.md import velocitydistribution as vd
     from ase.md.langevin import Langevin
     from ase.md.verlet import VelocityVerlet
-    from tqdm.auto import tqdm
 
-    from ._common import check_output
+    from ..safe_write import temporary_path
+    from ._common import check_output, model_inputs
 
     if args.steps < 0 or args.dt <= 0 or args.interval < 1 or args.log_interval < 0:
         raise ValueError("--steps must be >= 0, --dt > 0 fs, --interval >= 1 and --log-interval >= 0")
     if args.temperature < 0:
         raise ValueError(f"--temperature must be >= 0 K, got {args.temperature}")
-    out = check_output(args.output, "--output", suffixes=TRAJECTORY_SUFFIXES)
+    out = check_output(args.output, "--output", suffixes=TRAJECTORY_SUFFIXES,
+                       inputs=(args.structure, *model_inputs(args.model)), overwrite=args.overwrite)
     atoms = structure_with_calculator(args, skin=args.skin)
     rng = np.random.default_rng(args.seed)
     if args.temperature > 0:
@@ -72,7 +74,19 @@ def run(args: argparse.Namespace) -> int:
                        fixcm=False)
     else:
         dyn = VelocityVerlet(atoms, dt)
-    writer = _trajectory_writer(out, atoms)
+    tmp = temporary_path(out, keep_suffix=True)  # renamed onto --output when the run is complete
+    try:
+        return _run_md(args, atoms, dyn, nve, out, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _run_md(args: argparse.Namespace, atoms, dyn, nve: bool, out: Path, tmp: Path) -> int:
+    import numpy as np
+    from ase import units
+    from tqdm.auto import tqdm
+
+    writer = _trajectory_writer(tmp, atoms)
     dyn.attach(writer, interval=args.interval)
     totals: list[float] = []
     times: list[float] = []
@@ -105,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     if hasattr(writer, "close"):
         writer.close()
+    os.replace(tmp, out)
     print(f"{args.steps} steps of {args.dt} fs ({args.thermostat}, {n} atoms) in {wall:.2f} s: "
           f"{args.steps / max(wall, 1e-9):.1f} steps/s")
     summary = (f"total energy: start {totals[0]:.6f} eV/atom, end {totals[-1]:.6f} eV/atom, "
@@ -123,8 +138,7 @@ def _trajectory_writer(path: Path, atoms):
         return Trajectory(str(path), "w", atoms)
     import ase.io
 
-    if path.exists():
-        path.unlink()
+    path.unlink(missing_ok=True)  # our own empty temporary file: ASE appends to it
 
     class _Append:
         def __call__(self) -> None:

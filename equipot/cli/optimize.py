@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ._common import add_model_argument, add_model_options, structure_with_calculator
+from ._common import add_model_argument, add_model_options, add_overwrite_option, structure_with_calculator
 
 HELP = "relax a structure with FIRE or BFGS (and its cell with --cell, FrechetCellFilter)"
 
@@ -20,6 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pressure", type=float, default=0.0, help="external pressure with --cell, GPa")
     parser.add_argument("-o", "--output", default="relaxed.extxyz", help="relaxed structure file (any ASE format)")
     parser.add_argument("--trajectory", default=None, help="optimisation trajectory (.traj), optional")
+    add_overwrite_option(parser)
     add_model_options(parser)
 
 
@@ -28,13 +29,14 @@ def run(args: argparse.Namespace) -> int:
     from ase import units
     from ase.optimize import BFGS, FIRE
 
-    from ._common import check_output
+    from ._common import check_output, model_inputs
 
     if args.fmax <= 0 or args.steps < 0:
         raise ValueError("--fmax must be > 0 eV/Å and --steps >= 0")
-    check_output(args.output, "--output", ase_format=True)
+    inputs = (args.structure, *model_inputs(args.model))
+    check_output(args.output, "--output", ase_format=True, inputs=inputs, overwrite=args.overwrite)
     if args.trajectory is not None:
-        check_output(args.trajectory, "--trajectory", suffixes=(".traj",))
+        check_output(args.trajectory, "--trajectory", suffixes=(".traj",), inputs=inputs, overwrite=args.overwrite)
     atoms = structure_with_calculator(args)
     target = atoms
     if args.cell:
