@@ -67,6 +67,21 @@ class AtomicGraph:
     def replace(self, **changes: Tensor) -> "AtomicGraph":
         return replace(self, **changes)
 
+    def coincident_atoms(self) -> tuple[int, int, int, float] | None:
+        """(structure, atom i, atom j, distance Å) of the closest pair closer than 1e-8 Å (periodic
+        images included; atom indices within their structure), or None. At r = 0 d|r|/dr is 0/0:
+        every backbone would give NaN forces without a word."""
+        if self.num_edges == 0:
+            return None
+        lengths = self.edge_vectors().norm(dim=-1)
+        k = int(lengths.argmin())
+        if float(lengths[k]) >= 1e-8:
+            return None
+        j, i = self.edge_index[:, k].tolist()
+        b = int(self.batch[i])
+        first = int((self.batch < b).sum())
+        return b, i - first, j - first, float(lengths[k])
+
     def edge_vectors(self, positions: Tensor | None = None, cell: Tensor | None = None) -> Tensor:
         """Edge vectors x_j - x_i + shift @ cell, [E, 3] Å.
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import secrets
 import shutil
 from contextlib import contextmanager
@@ -26,12 +27,12 @@ _FREE_MARGIN = 1 << 20
 
 
 def temporary_path(path: str | os.PathLike, keep_suffix: bool = False) -> Path:
-    """A new, empty file beside ``path`` that belongs to the caller: ``.name.<random>.tmp`` (or
-    ``.stem.<random>.tmp.suffix`` with ``keep_suffix``, for writers that insist on an extension),
-    created exclusively so that two writers can never share it."""
+    """A new, empty file beside ``path`` that belongs to the caller: ``.name.<pid>-<random>.tmp`` (or
+    ``.stem.<pid>-<random>.tmp.suffix`` with ``keep_suffix``, for writers that insist on an extension),
+    created exclusively so that two writers can never share it; the process id says whose it is."""
     path = Path(path)
     while True:
-        token = secrets.token_hex(4)
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
         tmp = path.with_name(f".{path.stem}.{token}.tmp{path.suffix}" if keep_suffix
                              else f".{path.name}.{token}.tmp")
         try:
@@ -39,6 +40,32 @@ def temporary_path(path: str | os.PathLike, keep_suffix: bool = False) -> Path:
             return tmp
         except FileExistsError:
             continue
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of ``path`` (:func:`temporary_path`, without ``keep_suffix``) whose
+    owner process is gone; returns them. Another output's temporary files, a live writer's, and files
+    of any other name are left alone (on a shared file system a process id from another machine may
+    look alive here: such a file is kept, which is the safe mistake)."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[0-9a-f]{{8}}\.tmp")
+    removed = []
+    for candidate in path.parent.iterdir() if path.parent.is_dir() else ():
+        match = pattern.fullmatch(candidate.name)
+        if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
 
 
 def is_disk_full(exc: BaseException) -> bool:

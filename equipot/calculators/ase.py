@@ -183,14 +183,11 @@ class EquiCalc(Calculator):
         """Raise for atoms on top of each other; warn once when a pair is closer than in training."""
         if graph.num_edges == 0:
             return
-        lengths = graph.edge_vectors().norm(dim=-1)
-        k = int(lengths.argmin())
-        shortest = float(lengths[k])
-        if shortest < 1e-8:
-            # d|r|/dr is 0/0 at r = 0: every backbone would return NaN forces without a word.
-            j, i = graph.edge_index[:, k].tolist()
-            raise ValueError(f"atoms {i} and {j} are at the same position ({shortest:.1e} Å apart, "
+        pair = graph.coincident_atoms()
+        if pair is not None:
+            raise ValueError(f"atoms {pair[1]} and {pair[2]} are at the same position ({pair[3]:.1e} Å apart, "
                              f"periodic images included)")
+        shortest = float(graph.edge_vectors().norm(dim=-1).min())
         dmin = self.model.config.min_pair_distance
         if self._warned or dmin is None:
             return

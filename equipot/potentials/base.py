@@ -28,7 +28,7 @@ from ..ops import scatter_sum
 from . import readouts
 from .config import PotentialConfig, UnknownOption
 from .radial import RadialRange
-from .registry import get_backbone
+from .registry import check_option_ranges, get_backbone
 
 
 class Potential(nn.Module):
@@ -51,6 +51,7 @@ class Potential(nn.Module):
             backbone_config = config_cls(**config.backbone_options)
         except TypeError as exc:
             raise ValueError(f"bad options for backbone {config.backbone!r}: {exc}") from None
+        check_option_ranges(backbone_config)
         self.backbone = cls(backbone_config, len(config.elements), RadialRange(config.cutoff),
                             config.avg_num_neighbors)
         # Built after the backbone, so a model without it draws the same initial weights as before.

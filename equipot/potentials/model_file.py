@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..safe_write import atomic_write
 from .base import Potential, PotentialConfig
@@ -122,6 +123,30 @@ def _check_payload(path: Path, payload: Any) -> dict[str, Any]:
     return config
 
 
+class _AllocationBudget(TorchFunctionMode):
+    """Refuses, before any allocation, tensor creations that add up to more than ``limit`` bytes: a
+    small file can declare a model of gigabytes (hidden=20000), and the shapes are only compared with
+    the file's weights after the model is built."""
+
+    _FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.randn, torch.rand, torch.full}
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit, self.total = limit, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self._FACTORIES and args:
+            shape = args[0] if func is torch.full or isinstance(args[0], (tuple, list, torch.Size)) else args
+            if all(isinstance(n, int) for n in shape):
+                itemsize = torch.empty((), dtype=kwargs.get("dtype") or torch.get_default_dtype()).element_size()
+                self.total += max(math.prod(shape), 0) * itemsize
+            if self.total > self.limit:
+                raise ValueError(f"it describes a model of more than {self.limit / 2**20:.0f} MiB, far more than "
+                                 f"the weights the file holds (a damaged file, or not an equipot model)")
+        return func(*args, **kwargs)
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Potential:
     """Load a model written by :func:`save_model`. Never runs code from the file.
 
@@ -151,7 +176,9 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device | None 
         numbers = [config.scale, config.shift, *config.reference_list()]
         if not all(math.isfinite(float(x)) for x in numbers):
             raise ValueError("scale, shift or reference energies are NaN or inf")
-        model = Potential(config)
+        stored = sum(v.numel() * v.element_size() for v in payload["state_dict"].values())
+        with _AllocationBudget(4 * stored + (256 << 20)):  # weights in float64 at most, grids, caches
+            model = Potential(config)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path}: the model config is not valid: {exc}") from None
     state = payload["state_dict"]

@@ -60,7 +60,7 @@ as exactly as the grid averages the features (the scalar's invariance, one degre
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -120,6 +120,8 @@ class PonitaConfig:
         neighbor_norm_power: spatial messages are divided by avg_num_neighbors ** power
             (1: mean over neighbours, 0: plain sum).
     """
+
+    ZERO_ALLOWED: ClassVar[tuple[str, ...]] = ("angular_degree", "lowpass")
 
     hidden: int = 64
     layers: int = 3

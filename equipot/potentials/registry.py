@@ -5,8 +5,10 @@ checks every registered one against it.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
+import math
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from torch import Tensor
@@ -43,6 +45,23 @@ class Backbone(Protocol):
         receiver), edge_vec [E, 3] Å (sender minus receiver, periodic shift included),
         batch [N] structure of each atom -> per-atom energies [N] (before scale and shift)."""
         ...
+
+def check_option_ranges(config: Any) -> None:
+    """ValueError naming the first option of a backbone config (a dataclass) that is out of range:
+    an integer below 1 (below 0 for a field whose default is 0 or that the class lists in
+    ``ZERO_ALLOWED``; ``seed`` is free), or a float that is NaN or inf."""
+    zero_allowed = getattr(config, "ZERO_ALLOWED", ())
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool) or f.name == "seed":
+            continue
+        if isinstance(value, int):
+            low = 0 if f.name in zero_allowed or f.default == 0 else 1
+            if value < low:
+                raise ValueError(f"model.{f.name} must be an integer >= {low}, got {value}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"model.{f.name} must be a finite number, got {value}")
+
 
 _BACKBONES: dict[str, tuple[type, type]] = {}
 

@@ -8,6 +8,7 @@ Files are written atomically (``name.tmp`` then ``os.replace``).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -76,10 +77,24 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} is not a readable checkpoint: {exc}") from None
+    except Exception as exc:  # torch's text can advise weights_only=False: never pass that on
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text:
+            raise ValueError(f"{path} is not an equipot checkpoint: it holds Python objects that an equipot "
+                             f"checkpoint never contains; they were refused without being run") from None
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or corrupt: "
+                         f"{text.splitlines()[0] if text else type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an equipot training checkpoint")
     if state.get("version", 0) > CHECKPOINT_VERSION:
         raise ValueError(f"{path} was written by a newer equipot (checkpoint format {state['version']})")
     return state
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """``"<size>:<sha256>"`` of a data file: a resumed run checks that its data did not change."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return f"{os.path.getsize(path)}:{digest.hexdigest()}"

@@ -280,7 +280,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if path[0] not in SECTIONS:
         raise ValueError(f"unknown config section '{path[0]}' in override {text!r} (sections: {', '.join(SECTIONS)})")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_yaml(raw, f"override {text!r}") if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ValueError(f"override {text!r}: value is not valid YAML ({yaml_error_line(exc)})") from None
     # yaml 1.1 reads "5e-4" (no dot) as a string; users mean a number.
@@ -335,12 +335,33 @@ def resolve_config_path(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"config file {path} does not exist (shipped presets: {', '.join(presets())})")
 
 
+#: a config file larger than this is not a config (the shipped presets are ~2 kB)
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def safe_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)`` without aliases: an anchor and aliases nested a few levels deep
+    (a few hundred bytes) expand into gigabytes when the values are walked, and a config never
+    needs them. ValueError naming ``source`` and the line (yaml.YAMLError for other syntax errors)."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{source}: {len(text)} bytes is too large for a config file (at most {MAX_CONFIG_BYTES})")
+    if "*" in text:  # only then can there be an alias; scanning tokens is cheap
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.AliasToken):
+                raise ValueError(f"{source} line {token.start_mark.line + 1}: YAML aliases (*{token.value}) are not "
+                                 f"supported in equipot configs; write the values out")
+    return yaml.safe_load(text)
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML config file, or a shipped preset by name, into nested dicts
     (FileNotFoundError / ValueError naming the file)."""
     path = resolve_config_path(path)
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes is too large for a config file (at most "
+                         f"{MAX_CONFIG_BYTES})")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = safe_yaml(path.read_text(), str(path))
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
     if values is not None and not isinstance(values, dict):
@@ -409,6 +430,10 @@ def resume_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> 
         raise FileNotFoundError(f"{run_dir} is not a training run directory (no config.yaml)")
     saved = config_from_dict(read_yaml(path))
     saved.validate()
+    for text in overrides:
+        if parse_override(text)[0] == ["train", "run_dir"]:
+            raise ValueError(f"--resume {run_dir} names the run directory; train.run_dir cannot be given with it "
+                             f"(to continue elsewhere, copy the folder and resume the copy)")
     config = config_from_dict(apply_overrides(read_yaml(path), overrides))
     config.train.run_dir = str(run_dir)
     config.validate()

@@ -104,3 +104,14 @@ def target_values(dataset: H5Dataset, property_name: str | None) -> np.ndarray |
     if dataset.has("energy"):
         return dataset.energies()
     return None
+
+
+def check_no_coincident_atoms(graph, dataset: H5Dataset, frames: np.ndarray) -> None:
+    """ValueError naming the file, frame and atoms when two atoms of the graph (its structures being
+    ``dataset``'s frames ``frames``, positions into the dataset) sit on top of each other: their forces
+    would be NaN (and every metric after them)."""
+    pair = graph.coincident_atoms()
+    if pair is not None:
+        frame = int(dataset.indices[int(frames[pair[0]])])
+        raise ValueError(f"{dataset.path}: frame {frame}: atoms {pair[1]} and {pair[2]} are at the same position "
+                         f"({pair[3]:.1e} Å apart); remove or fix that frame")

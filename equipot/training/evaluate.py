@@ -13,6 +13,7 @@ from ..data import H5Dataset
 from ..data.loader import make_loader
 from ..potentials.base import Potential, predicted
 from ..safe_write import atomic_write
+from .data import check_no_coincident_atoms
 from .distributed import DistInfo, all_reduce_sum
 from .losses import LossWeights, combine, loss_terms
 from .metrics import ErrorStats, metric_keys
@@ -89,7 +90,10 @@ def evaluate(
     model.eval()
     loader = make_loader(dataset, model.graph_builder(), batch_size, shuffle=False, num_workers=num_workers,
                          dtype=dtype)
+    frames_done = 0
     for graph, targets in loader:
+        check_no_coincident_atoms(graph, dataset, np.arange(frames_done, frames_done + graph.num_graphs))
+        frames_done += graph.num_graphs
         graph = graph.to(device, dtype)
         targets = {k: v.to(device) for k, v in targets.items()}
         with torch.enable_grad():

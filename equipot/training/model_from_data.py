@@ -15,7 +15,7 @@ from ..potentials.base import Potential, PotentialConfig, element_counts
 from ..potentials.config import ENERGY
 from ..potentials.readouts import NO_REFERENCES, dipole_scale
 from .config import DataSection
-from .data import Splits, check_dataset_elements, target_values
+from .data import Splits, check_dataset_elements, check_no_coincident_atoms, target_values
 from .targets import readout_of, target_defaults
 
 # Frames per neighbour-list batch for the statistics (bounded memory on large periodic frames).
@@ -48,6 +48,7 @@ def training_statistics(dataset: H5Dataset, graphs: GraphBuilder, max_frames: in
     for start in range(0, len(idx), _STATS_BATCH):
         frames = [dataset[int(k)] for k in idx[start:start + _STATS_BATCH]]
         graph = graphs([(f.numbers, f.positions, f.cell, f.pbc) for f in frames])
+        check_no_coincident_atoms(graph, dataset, idx[start:start + _STATS_BATCH])
         elements.update(int(z) for z in torch.unique(graph.numbers))
         edges += graph.num_edges
         atoms += graph.num_nodes

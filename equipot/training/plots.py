@@ -165,10 +165,13 @@ def parity(predictions: dict[str, np.ndarray], title: str, path: Path, dpi: int 
 def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, dpi: int = 120) -> list[Path]:
     """Write ``learning_curves.png`` and ``parity_<split>.png`` for a run; returns the files written.
 
-    Nothing is created (not even the output folder) when the run has nothing to plot.
+    Nothing is created (not even the output folder) when the run has nothing to plot. ``dpi``: 10
+    to 1000 (a figure of 12 x 5 inches at 100 000 dpi would need ~2 TB).
     """
-    import yaml
+    from .config import safe_yaml
 
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= 1000:
+        raise ValueError(f"--dpi must be an integer from 10 to 1000, got {dpi}")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
@@ -180,7 +183,7 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         raise NotADirectoryError(f"plot folder {out} is a file")
     data = {}
     if (run_dir / "config.yaml").is_file():
-        data = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("data", {})
+        data = (safe_yaml((run_dir / "config.yaml").read_text(), str(run_dir / "config.yaml")) or {}).get("data", {})
     units = {}
     if (run_dir / "summary.json").is_file():  # a property model's unit (the summary records the target)
         try:
