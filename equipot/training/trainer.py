@@ -142,11 +142,11 @@ class Trainer:
                 setattr(config.data, key, str(Path(getattr(config.data, key)).absolute()))
         if tc.scheduler == "auto":  # decided once, at the start, and saved with the run
             tc.scheduler = "cosine" if (tc.max_steps or tc.max_time) else "plateau"
-        self._data_files_cache = self._data_files()
-        if self._state is not None:
-            self._check_checkpoint_is_this_runs(checkpoint_path)
         seed_everything(tc.seed)
         self.splits: Splits = build_splits(config.data)
+        self._data_files_cache = self._data_files()  # the files exist: build_splits opened them
+        if self._state is not None:
+            self._check_checkpoint_is_this_runs(checkpoint_path)
         self._check_data()
         # The correction is trained only when an energy-like loss reaches it: DDP rejects
         # parameters that get no gradient.
@@ -274,7 +274,7 @@ class Trainer:
                 name = f"{section}.{key}"
                 if name in RESUME_KEYS or name == "train.run_dir":
                     continue
-                if name in saved.get(section, {}) and saved[section][key] != value:
+                if key in saved.get(section, {}) and saved[section][key] != value:
                     raise ValueError(f"{checkpoint_path} belongs to another run: its {name} is "
                                      f"{saved[section][key]!r}, {self.run_dir / 'config.yaml'} says {value!r}; "
                                      f"resume the run it came from, or start a new one")
