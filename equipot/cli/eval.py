@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     data = input_file(args.data, "data file")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1 frame, got {args.limit}")
     if args.output is not None:
         check_output(args.output, "--output", suffixes=PREDICTION_SUFFIXES, inputs=(data, *model_inputs(args.model)),
                      overwrite=args.overwrite)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                        inputs=(args.structure, *model_inputs(args.model)), overwrite=args.overwrite)
     atoms = structure_with_calculator(args, skin=args.skin)
     rng = np.random.default_rng(args.seed)
-    if args.temperature > 0:
+    if args.temperature > 0 and len(atoms) > 1:  # one atom: at rest once its centre of mass is fixed
         # thermalize_momenta replaces MaxwellBoltzmannDistribution from ASE 3.29 on
         thermalize = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
         thermalize(atoms, temperature_K=args.temperature, rng=rng)
@@ -94,12 +94,23 @@ def _run_md(args: argparse.Namespace, atoms, dyn, nve: bool, out: Path, tmp: Pat
     bar = tqdm(total=args.steps, unit="step", desc="md", dynamic_ncols=True, file=sys.stderr,
                disable=True if args.quiet else None)
 
+    def temperature() -> str:
+        """The temperature, or why there is none (one atom with its centre of mass fixed moves not at all)."""
+        if atoms.get_number_of_degrees_of_freedom() < 1:
+            return "n/a (no degrees of freedom)"
+        return f"{atoms.get_temperature():7.1f} K"
+
     def drift() -> float:
         """Linear-fit drift of the total energy, meV/atom/ps (NVE only: a thermostat changes it on purpose)."""
         return float(np.polyfit(times, totals, 1)[0]) * 1e3 if len(totals) > 2 else 0.0
 
     def record() -> None:
-        totals.append(atoms.get_total_energy() / n)
+        total = atoms.get_total_energy() / n
+        if not np.isfinite(total) or not np.isfinite(atoms.get_kinetic_energy()):
+            raise ValueError(f"the total energy became {total} eV/atom at step {dyn.nsteps}: the run blew up "
+                             f"(--dt {args.dt} fs is far too large, or the structure is unphysical); no trajectory "
+                             f"written")
+        totals.append(total)
         times.append(dyn.get_time() / (1000 * units.fs))
         step = dyn.nsteps
         if step:
@@ -107,7 +118,7 @@ def _run_md(args: argparse.Namespace, atoms, dyn, nve: bool, out: Path, tmp: Pat
         if args.log_interval and step % args.log_interval == 0:
             epot, ekin = atoms.get_potential_energy() / n, atoms.get_kinetic_energy() / n
             line = (f"step {step:>8d}  t {times[-1]:8.3f} ps  E_pot {epot:.6f}  E_kin {ekin:.6f} eV/atom  "
-                    f"T {atoms.get_temperature():7.1f} K")
+                    f"T {temperature()}")
             if nve:
                 line += f"  drift {drift():+.3f} meV/atom/ps"
             tqdm.write(line, file=sys.stdout)
@@ -123,7 +134,7 @@ def _run_md(args: argparse.Namespace, atoms, dyn, nve: bool, out: Path, tmp: Pat
     print(f"{args.steps} steps of {args.dt} fs ({args.thermostat}, {n} atoms) in {wall:.2f} s: "
           f"{args.steps / max(wall, 1e-9):.1f} steps/s")
     summary = (f"total energy: start {totals[0]:.6f} eV/atom, end {totals[-1]:.6f} eV/atom, "
-               f"temperature at end {atoms.get_temperature():.1f} K")
+               f"temperature at end {temperature().strip()}")
     if nve:
         summary += f", drift {drift():.3f} meV/atom/ps (linear fit)"
     print(summary)
