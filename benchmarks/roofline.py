@@ -100,7 +100,11 @@ def stages(model, atoms, dtype: torch.dtype, repeats: int) -> tuple[list[tuple[s
     basis = torch.randn(e, nb, generator=g, dtype=dtype).requires_grad_(True)
     flop = 2 * (2 * e * (nb * hid + hid * hid) + layers * 2 * e * hid * k)
     heads = [lay.radial_head.to(dtype) for lay in bb.layers]
-    ms = _median_ms(_grad_call(lambda t: torch.cat([hd(trunk(t)) for hd in heads], -1), [basis]), repeats)
+    def radial_kernels(t):  # the trunk is shared by the layers, each has its own head
+        shared = trunk(t)
+        return torch.cat([hd(shared) for hd in heads], -1)
+
+    ms = _median_ms(_grad_call(radial_kernels, [basis]), repeats)
     rows.append(("radial MLP", flop, 2 * s * e * (nb + 2 * hid + layers * k), ms))
     return rows, n, e
 
