@@ -98,8 +98,9 @@ def check_free_space(path: str | os.PathLike, nbytes: int) -> None:
 @contextmanager
 def atomic_write(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (see :func:`temporary_path`); on success rename it
-    onto ``path``, else delete it. A full disk becomes one OSError (ENOSPC) naming ``path``."""
-    path = Path(path)
+    onto ``path``, else delete it. A full disk becomes one OSError (ENOSPC) naming ``path``. A symlink
+    ``path`` is written through: its target is replaced, the link stays."""
+    path = Path(os.path.realpath(path))
     tmp = temporary_path(path, keep_suffix)
     try:
         yield tmp

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
                        fixcm=False)
     else:
         dyn = VelocityVerlet(atoms, dt)
+    out = Path(os.path.realpath(out))  # a symlinked output: its target is replaced, the link stays
     tmp = temporary_path(out, keep_suffix=True)  # renamed onto --output when the run is complete
     try:
         return _run_md(args, atoms, dyn, nve, out, tmp)

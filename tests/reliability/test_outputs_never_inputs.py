@@ -94,3 +94,12 @@ def test_an_existing_output_is_replaced_only_with_overwrite_and_atomically(files
     assert main(argv + ["--overwrite"]) in (0, 2)  # optimize: 2 = not converged in 2 steps
     assert _digest(out) != before
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporary file left
+
+
+def test_a_symlinked_output_is_written_through_to_its_target(files, tmp_path, capsys):
+    target, link = tmp_path / "target.xyz", tmp_path / "link.xyz"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    assert main(["optimize", str(files / "model.pt"), str(files / "ethanol.xyz"), "-o", str(link), "--steps", "1",
+                 "--overwrite"]) in (0, 2)
+    assert link.is_symlink() and target.read_text() != "old\n"
