@@ -46,7 +46,7 @@ def test_e3_invariance_exact(ethanol):
 def test_bad_options_rejected():
     with pytest.raises(ValueError, match="eps"):
         make(eps=0.0)
-    with pytest.raises(ValueError, match="sizes"):
+    with pytest.raises(ValueError, match="tensor_channels"):
         make(tensor_channels=0)
 
 
