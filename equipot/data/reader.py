@@ -64,13 +64,15 @@ class _Meta:
         n_atoms = int(offsets[-1])
         self.attrs = {k: _attr(v) for k, v in f.attrs.items()}
 
-        def check(name: str, rows: int, what: str, tail: tuple | None = None) -> None:
+        def check(name: str, rows: int, what: str, tail: tuple | None = None, numeric: bool = True) -> None:
             ds = f[name]
             if ds.shape[:1] != (rows,):
                 raise ValueError(f"{path}: field '/{name}' has {ds.shape[0] if ds.shape else 0} rows, "
                                  f"expected {rows} ({what})")
             if tail is not None and ds.shape[1:] != tail:
                 raise ValueError(f"{path}: field '/{name}' has shape {ds.shape}, expected {(rows,) + tail}")
+            if numeric and not (np.issubdtype(ds.dtype, np.number) or np.issubdtype(ds.dtype, np.bool_)):
+                raise ValueError(f"{path}: field '/{name}' holds {ds.dtype} values, not numbers")
             if rows:
                 try:
                     ds[rows - 1]  # reading the last row fails on a truncated file
@@ -100,7 +102,7 @@ class _Meta:
                 target[name] = {"shape": tuple(ds.shape[1:]), "dtype": str(ds.dtype),
                                 **{k: _attr(v) for k, v in ds.attrs.items()}}
         for name in f.get("strings", {}):
-            check(f"strings/{name}", self.num_frames, "one per frame")
+            check(f"strings/{name}", self.num_frames, "one per frame", numeric=False)
             self.strings.append(name)
         for name in f.get("ragged", {}):
             if name.endswith("_offsets"):

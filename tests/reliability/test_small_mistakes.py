@@ -71,3 +71,19 @@ def test_float32_far_from_the_origin_gives_the_forces_at_the_origin():
     reference = near.get_forces()
     # float32 round-off of an O(1) edge vector, relative to the largest force component
     assert np.abs(far.get_forces() - reference).max() < 1e-4 * np.abs(reference).max()
+
+
+def test_info_on_string_valued_forces_is_one_line(tmp_path, capsys):
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "strings.h5"
+    shutil.copy(DEMO_DATA, path)
+    with h5py.File(path, "r+") as f:
+        n = f["forces"].shape[0]
+        del f["forces"]
+        f.create_dataset("forces", data=np.array([["x", "y", "z"]] * n, dtype=h5py.string_dtype()))
+    assert main(["info", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'/forces'" in err[0] and "not numbers" in err[0], err
