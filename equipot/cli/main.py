@@ -8,10 +8,13 @@ and exit non-zero; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
 import traceback
 
 SUBCOMMANDS = ("demo", "train", "eval", "plot", "convert", "info", "md", "optimize", "export")
@@ -85,6 +88,35 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the command is so that its clean-up (temporary files) runs."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; no output was written or replaced")
+
+
+@contextlib.contextmanager
+def _stop_signals():
+    """SIGINT and SIGTERM become :class:`_Stopped` once; further ones are ignored, so that a second Ctrl-C
+    cannot break the clean-up of the first into a traceback. (Training installs its own handlers.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_in(argv) or "")
@@ -92,11 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    with _stop_signals():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt as exc:  # a training run says what it saved and how to resume
-        print(f"equipot {args.command}: {exc or 'interrupted'}", file=sys.stderr)
-        return 130
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):  # nothing may interrupt the message
+                signal.signal(sig, signal.SIG_IGN)
+        print(f"equipot {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     except (*USER_ERRORS, OSError) as exc:
         if not isinstance(exc, USER_ERRORS) and getattr(exc, "errno", None) not in USER_ERRNOS:
             raise

@@ -33,7 +33,8 @@ class StopSignals:
 
         def handler(signum, frame):
             if self.received:
-                raise KeyboardInterrupt
+                raise KeyboardInterrupt(f"a second {signal.Signals(signum).name} stopped training at once (the "
+                                        f"step in progress was not saved; the last checkpoint is intact)")
             self.received = signal.Signals(signum).name
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -87,3 +87,33 @@ def test_info_on_string_valued_forces_is_one_line(tmp_path, capsys):
     assert main(["info", str(path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'/forces'" in err[0] and "not numbers" in err[0], err
+
+
+@pytest.mark.parametrize("signals", [("SIGINT",), ("SIGTERM",), ("SIGINT", "SIGINT")])
+def test_md_stopped_by_signals_says_so_in_one_line_and_leaves_nothing(model_file, tmp_path, signals):
+    """Before: SIGINT's message was empty ("equipot md: "), a second SIGINT during the clean-up was a
+    traceback, and SIGTERM left the hidden temporary trajectory behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    write(tmp_path / "e.xyz", molecule("CH3CH2OH"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "equipot.cli", "md", str(model_file), str(tmp_path / "e.xyz"),
+                             "-o", str(tmp_path / "e.traj"), "--steps", "1000000", "--log-interval", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    deadline = time.time() + 60
+    while proc.stdout.readline().startswith("step") is False and time.time() < deadline:
+        pass  # wait until MD runs
+    for name in signals:
+        proc.send_signal(getattr(signal, name))
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=60)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"interrupted by {signals[0]}" in lines[0], err
+    if len(signals) == 1:
+        assert proc.returncode == 128 + getattr(signal, signals[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.xyz"]
