@@ -8,14 +8,14 @@ and exit non-zero; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import importlib
 import importlib.util
 import signal
 import sys
-import threading
 import traceback
+
+from ..signals import ignore_stop_signals, stop_signals_handled
 
 SUBCOMMANDS = ("demo", "train", "eval", "plot", "convert", "info", "md", "optimize", "export")
 
@@ -96,25 +96,11 @@ class _Stopped(KeyboardInterrupt):
         super().__init__(f"interrupted by {signal.Signals(signum).name}; no output was written or replaced")
 
 
-@contextlib.contextmanager
-def _stop_signals():
-    """SIGINT and SIGTERM become :class:`_Stopped` once; further ones are ignored, so that a second Ctrl-C
-    cannot break the clean-up of the first into a traceback. (Training installs its own handlers.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        raise _Stopped(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+def _stop(signum: int, frame) -> None:
+    """SIGINT and SIGTERM become :class:`_Stopped` once; further ones are ignored during the clean-up.
+    (Training installs its own handlers.)"""
+    ignore_stop_signals()
+    raise _Stopped(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    with _stop_signals():
+    with stop_signals_handled(_stop):
         return _run(args)
 
 
@@ -132,9 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt as exc:  # a training run says what it saved and how to resume
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):  # nothing may interrupt the message
-                signal.signal(sig, signal.SIG_IGN)
+        ignore_stop_signals()  # nothing may interrupt the message
         print(f"equipot {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 128 + getattr(exc, "signum", signal.SIGINT)
     except (*USER_ERRORS, OSError) as exc:

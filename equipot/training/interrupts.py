@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
+from ..signals import stop_signals_handled
 from .distributed import DistInfo, all_reduce_sum
 
 
@@ -27,22 +27,14 @@ class StopSignals:
 
     @contextmanager
     def catching(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
         def handler(signum, frame):
             if self.received:
                 raise KeyboardInterrupt(f"a second {signal.Signals(signum).name} stopped training at once (the "
                                         f"step in progress was not saved; the last checkpoint is intact)")
             self.received = signal.Signals(signum).name
 
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with stop_signals_handled(handler):
             yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
     def requested(self, dist: DistInfo) -> bool:
         """Whether a signal asked to stop, on this or any DDP rank (so that all stop at one step)."""

@@ -456,7 +456,9 @@ class Trainer:
             if self.signals.received:
                 raise TrainingInterrupted(f"interrupted by {self.signals.received} at step {self.step}; checkpoint "
                                           f"saved. Resume with: equipot train --resume {self.run_dir}")
-            return self._finish()
+            summary = self._finish()
+            barrier(self.dist)  # every rank done with its collectives before any tears the group down
+            return summary
         finally:
             self._unlock()
             shutdown(self.dist)
