@@ -143,7 +143,7 @@ int spherical_backward_##SUFFIX(int64_t E, int64_t O, int64_t L1, int64_t M, int
                                 const int64_t *sender, const int64_t *receiver, T *grad_vec,           \
                                 T *grad_rho, T *grad_W, T *grad_h) {                                   \
     const int need_k = grad_rho != NULL || grad_W != NULL;                                             \
-    T *scratch = (T *)malloc(sizeof(T) * (size_t)(3 * O + 2 * O * L1 + 2 * L1 * C + 2 * C + O * C)); \
+    T *scratch = (T *)malloc(sizeof(T) * (size_t)(2 * O + 2 * O * L1 + 2 * L1 * C + 2 * C + O * C)); \
     if (!scratch) return 1;                                                                            \
     T *cosv = scratch, *gcos = cosv + O, *P = gcos + O, *dP = P + O * L1, *R = dP + O * L1;            \
     T *gR = R + L1 * C, *k = gR + L1 * C, *t = k + C, *tbuf = t + C;                                   \

@@ -71,6 +71,16 @@ def _csr_offsets(index: Tensor, size: int) -> Tensor:
     return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
 
+def _check_edge_range(sender: Tensor, receiver: Tensor, num_senders: int, num_nodes: int) -> None:
+    """ValueError unless every sender lies in [0, num_senders) and every receiver in [0, num_nodes)
+    (the fused kernels index with them unchecked)."""
+    if sender.numel():
+        check((torch.minimum(sender.min(), receiver.min()) >= 0) & (sender.max() < num_senders)
+              & (receiver.max() < num_nodes),
+              f"edge_index: senders must lie in [0, {num_senders}) (rows of h) and receivers in "
+              f"[0, {num_nodes}) (num_nodes)")
+
+
 def edge_plan(edge_index: Tensor, num_nodes: int, receiver_ptr: Tensor | None = None,
               num_senders: int | None = None) -> EdgePlan:
     """The :class:`EdgePlan` of ``edge_index`` [2, E] (sender, receiver), cached per tensor.
@@ -94,10 +104,7 @@ def edge_plan(edge_index: Tensor, num_nodes: int, receiver_ptr: Tensor | None = 
             return plan
     sender = edge_index[0].contiguous()
     receiver = edge_index[1].contiguous()
-    if edge_index.shape[1]:
-        check((edge_index.min() >= 0) & (sender.max() < num_senders) & (receiver.max() < num_nodes),
-              f"edge_index: senders must lie in [0, {num_senders}) (rows of h) and receivers in "
-              f"[0, {num_nodes}) (num_nodes)")
+    _check_edge_range(sender, receiver, num_senders, num_nodes)
     perm = None
     if receiver_ptr is None:
         if receiver.numel() > 1 and not bool((receiver[1:] >= receiver[:-1]).all()):
@@ -228,11 +235,7 @@ class _SphericalMessage(Function):
         ctx.weight_node = weight_node
         ctx.fused = cpu_kernels.usable((vec, grid, radial, weight, h), (sender, receiver))
         if ctx.fused:
-            if sender.numel():  # the C kernel trusts its indices
-                check((torch.minimum(sender.min(), receiver.min()) >= 0) & (sender.max() < h.shape[0])
-                      & (receiver.max() < num_nodes),
-                      f"edge_index: senders must lie in [0, {h.shape[0]}) (rows of h) and receivers in "
-                      f"[0, {num_nodes}) (num_nodes)")
+            _check_edge_range(sender, receiver, h.shape[0], num_nodes)  # the C kernel trusts its indices
             return cpu_kernels.spherical_forward(vec, grid, radial, weight, h, sender, receiver, num_nodes)
         degree = radial.shape[1] - 1
         out = h.new_zeros((num_nodes, h.shape[1], h.shape[2]))

@@ -139,7 +139,7 @@ class _AllocationBudget(TorchFunctionMode):
         if func in self._FACTORIES and args:
             shape = args[0] if func is torch.full or isinstance(args[0], (tuple, list, torch.Size)) else args
             if all(isinstance(n, int) for n in shape):
-                itemsize = torch.empty((), dtype=kwargs.get("dtype") or torch.get_default_dtype()).element_size()
+                itemsize = (kwargs.get("dtype") or torch.get_default_dtype()).itemsize
                 self.total += max(math.prod(shape), 0) * itemsize
             if self.total > self.limit:
                 raise ValueError(f"it describes a model of more than {self.limit / 2**20:.0f} MiB, far more than "
