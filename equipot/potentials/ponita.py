@@ -194,33 +194,38 @@ def _sphere_grids(cfg: PonitaConfig) -> tuple[Tensor, Tensor]:
 
 class SphereFactors:
     """The grid's Legendre matrices in factored form (:func:`~equipot.potentials.sphere.legendre_factors`):
-    basis [O, K] with columns sorted by degree, ``degree`` [K] the degree of each column."""
+    basis [O, K] with columns sorted by degree, ``degree`` [K] the degree of each column. Made once per
+    grid (see :meth:`Ponita.current_factors`), so what is derived from it is kept, not redone per call."""
 
     def __init__(self, basis: Tensor, degree: Tensor):
         self.basis, self.degree = basis, degree
+        self._counts = torch.bincount(degree.cpu()).tolist()  # columns per degree
+        self._lowpass: dict[int, Tensor] = {}
 
     def columns(self, max_degree: int) -> int:
         """How many columns have degree <= max_degree (they come first)."""
-        return int((self.degree <= max_degree).sum())
+        return sum(self._counts[: max_degree + 1])
 
     def lowpass_basis(self, max_degree: int) -> Tensor:
         """Q [O, K'] with Q Q^T = (1/O) sum_{l <= max_degree} (2l + 1) P_l(o·p), the projection of grid
         functions onto spherical harmonics of degree <= max_degree (a true projector when the grid
         integrates degree 2 max_degree exactly)."""
-        k = self.columns(max_degree)
-        scale = ((2 * self.degree[:k] + 1).to(self.basis.dtype) / self.basis.shape[0]).sqrt()
-        return self.basis[:, :k] * scale
+        if max_degree not in self._lowpass:
+            k = self.columns(max_degree)
+            scale = ((2 * self.degree[:k] + 1).to(self.basis.dtype) / self.basis.shape[0]).sqrt()
+            self._lowpass[max_degree] = self.basis[:, :k] * scale
+        return self._lowpass[max_degree]
 
 
-def _over_orientations(x: Tensor, left: Tensor, right: Tensor, weight: Tensor | None = None) -> Tensor:
-    """left @ (weight * (right^T @ x)) along the orientation axis of x [N, O, C]: left, right [O, K],
-    weight [K, C] or None -> [N, O, C]. Two [O, K] products in place of one [O, O] product."""
+def _over_orientations(x: Tensor, basis: Tensor, weight: Tensor | None = None) -> Tensor:
+    """basis @ (weight * (basis^T @ x)) along the orientation axis of x [N, O, C]: basis [O, K], weight
+    [K, C] or None -> [N, O, C]. Two [O, K] products in place of one [O, O] product."""
     # Batched over atoms in x's own layout: a transpose to [O, N C] and back cost more than the products
     # (3x at 1 536 atoms).
-    a = torch.matmul(right.transpose(0, 1), x)  # [N, K, C]
+    a = torch.matmul(basis.transpose(0, 1), x)  # [N, K, C]
     if weight is not None:
         a = a * weight
-    return torch.matmul(left, a)
+    return torch.matmul(basis, a)
 
 
 def lowpass_matrix(factors: SphereFactors, degree: int) -> Tensor:
@@ -245,7 +250,7 @@ class _SphereConv(nn.Module):
         per atom and channel instead of (L + 1) O^2."""
         k = factors.columns(self.degree)
         basis = factors.basis[:, :k]
-        return _over_orientations(x, basis, basis, self.weight[factors.degree[:k]]) / x.shape[1]
+        return _over_orientations(x, basis, self.weight[factors.degree[:k]]) / x.shape[1]
 
 
 class _Layer(nn.Module):
@@ -291,7 +296,7 @@ class _Layer(nn.Module):
             x = self.norm(x)
         update = self.layer_scale * self.mlp(x)
         if lowpass is not None:
-            update = _over_orientations(update, lowpass, lowpass)
+            update = _over_orientations(update, lowpass)
         return h + update
 
 
