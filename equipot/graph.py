@@ -16,6 +16,9 @@ from torch import Tensor
 
 from .neighbors import check_cutoff, neighbor_list, torch_neighbor_list
 
+#: Å: atoms closer than this are taken to be at the same position (see AtomicGraph.closest_pair)
+COINCIDENT = 1e-8
+
 
 @dataclass
 class AtomicGraph:
@@ -67,16 +70,15 @@ class AtomicGraph:
     def replace(self, **changes: Tensor) -> "AtomicGraph":
         return replace(self, **changes)
 
-    def coincident_atoms(self) -> tuple[int, int, int, float] | None:
-        """(structure, atom i, atom j, distance Å) of the closest pair closer than 1e-8 Å (periodic
-        images included; atom indices within their structure), or None. At r = 0 d|r|/dr is 0/0:
-        every backbone would give NaN forces without a word."""
+    def closest_pair(self) -> tuple[int, int, int, float] | None:
+        """(structure, atom i, atom j, distance Å) of the closest pair of the graph (periodic images
+        included; atom indices within their structure), or None without edges. A distance below
+        :data:`COINCIDENT` means atoms on top of each other: d|r|/dr is 0/0 there, and every backbone
+        would give NaN forces without a word."""
         if self.num_edges == 0:
             return None
         lengths = self.edge_vectors().norm(dim=-1)
         k = int(lengths.argmin())
-        if float(lengths[k]) >= 1e-8:
-            return None
         j, i = self.edge_index[:, k].tolist()
         b = int(self.batch[i])
         first = int((self.batch < b).sum())

@@ -10,7 +10,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from ..graph import AtomicGraph
+from ..graph import COINCIDENT, AtomicGraph
 from ..potentials.base import Potential
 from ..potentials.model_file import load_model
 from ..verlet import VerletList
@@ -185,13 +185,13 @@ class EquiCalc(Calculator):
 
     def _check_extrapolation(self, graph: AtomicGraph) -> None:
         """Raise for atoms on top of each other; warn once when a pair is closer than in training."""
-        if graph.num_edges == 0:
+        pair = graph.closest_pair()
+        if pair is None:
             return
-        pair = graph.coincident_atoms()
-        if pair is not None:
-            raise ValueError(f"atoms {pair[1]} and {pair[2]} are at the same position ({pair[3]:.1e} Å apart, "
+        _, i, j, shortest = pair
+        if shortest < COINCIDENT:
+            raise ValueError(f"atoms {i} and {j} are at the same position ({shortest:.1e} Å apart, "
                              f"periodic images included)")
-        shortest = float(graph.edge_vectors().norm(dim=-1).min())
         dmin = self.model.config.min_pair_distance
         if self._warned or dmin is None:
             return

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..data.reader import H5Dataset
 from ..data.split import random_split
+from ..graph import COINCIDENT
 from .config import DataSection
 
 
@@ -106,12 +107,14 @@ def target_values(dataset: H5Dataset, property_name: str | None) -> np.ndarray |
     return None
 
 
-def check_no_coincident_atoms(graph, dataset: H5Dataset, frames: np.ndarray) -> None:
-    """ValueError naming the file, frame and atoms when two atoms of the graph (its structures being
-    ``dataset``'s frames ``frames``, positions into the dataset) sit on top of each other: their forces
-    would be NaN (and every metric after them)."""
-    pair = graph.coincident_atoms()
-    if pair is not None:
+def check_no_coincident_atoms(graph, dataset: H5Dataset, frames: np.ndarray) -> float | None:
+    """The graph's shortest pair distance (Å; None without edges), after a ValueError naming the file,
+    frame and atoms when two atoms of the graph (its structures being ``dataset``'s frames ``frames``,
+    positions into the dataset) sit on top of each other: their forces would be NaN (and every metric
+    after them)."""
+    pair = graph.closest_pair()
+    if pair is not None and pair[3] < COINCIDENT:
         frame = int(dataset.indices[int(frames[pair[0]])])
         raise ValueError(f"{dataset.path}: frame {frame}: atoms {pair[1]} and {pair[2]} are at the same position "
                          f"({pair[3]:.1e} Å apart); remove or fix that frame")
+    return None if pair is None else pair[3]

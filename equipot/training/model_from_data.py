@@ -48,12 +48,12 @@ def training_statistics(dataset: H5Dataset, graphs: GraphBuilder, max_frames: in
     for start in range(0, len(idx), _STATS_BATCH):
         frames = [dataset[int(k)] for k in idx[start:start + _STATS_BATCH]]
         graph = graphs([(f.numbers, f.positions, f.cell, f.pbc) for f in frames])
-        check_no_coincident_atoms(graph, dataset, idx[start:start + _STATS_BATCH])
+        shortest = check_no_coincident_atoms(graph, dataset, idx[start:start + _STATS_BATCH])
         elements.update(int(z) for z in torch.unique(graph.numbers))
         edges += graph.num_edges
         atoms += graph.num_nodes
-        if graph.num_edges:
-            dmin = min(dmin, float(graph.edge_vectors().norm(dim=-1).min()))
+        if shortest is not None:
+            dmin = min(dmin, shortest)
         for frame in frames:
             if frame.forces is not None:
                 f_sq += float((frame.forces ** 2).sum())
