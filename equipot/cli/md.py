@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ase.md.langevin import Langevin
     from ase.md.verlet import VelocityVerlet
 
-    from ..safe_write import temporary_path
+    from ..safe_write import atomic_write
     from ._common import check_output, model_inputs
 
     if args.steps < 0 or args.dt <= 0 or args.interval < 1 or args.log_interval < 0:
@@ -74,15 +73,15 @@ def run(args: argparse.Namespace) -> int:
                        fixcm=False)
     else:
         dyn = VelocityVerlet(atoms, dt)
-    out = Path(os.path.realpath(out))  # a symlinked output: its target is replaced, the link stays
-    tmp = temporary_path(out, keep_suffix=True)  # renamed onto --output when the run is complete
-    try:
-        return _run_md(args, atoms, dyn, nve, out, tmp)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(out, keep_suffix=True) as tmp:  # renamed onto --output when the run is complete
+        report = _run_md(args, atoms, dyn, nve, tmp)
+    print("\n".join(report))
+    print(f"neighbour-list builds: {atoms.calc.neighbors.rebuilds}; trajectory written to {out}")
+    return 0
 
 
-def _run_md(args: argparse.Namespace, atoms, dyn, nve: bool, out: Path, tmp: Path) -> int:
+def _run_md(args: argparse.Namespace, atoms, dyn, nve: bool, tmp: Path) -> list[str]:
+    """Run the dynamics, writing the trajectory to ``tmp``; returns the lines that report the run."""
     import numpy as np
     from ase import units
     from tqdm.auto import tqdm
@@ -131,16 +130,12 @@ def _run_md(args: argparse.Namespace, atoms, dyn, nve: bool, out: Path, tmp: Pat
     bar.close()
     if hasattr(writer, "close"):
         writer.close()
-    os.replace(tmp, out)
-    print(f"{args.steps} steps of {args.dt} fs ({args.thermostat}, {n} atoms) in {wall:.2f} s: "
-          f"{args.steps / max(wall, 1e-9):.1f} steps/s")
     summary = (f"total energy: start {totals[0]:.6f} eV/atom, end {totals[-1]:.6f} eV/atom, "
                f"temperature at end {temperature().strip()}")
     if nve:
         summary += f", drift {drift():.3f} meV/atom/ps (linear fit)"
-    print(summary)
-    print(f"neighbour-list builds: {atoms.calc.neighbors.rebuilds}; trajectory written to {out}")
-    return 0
+    return [f"{args.steps} steps of {args.dt} fs ({args.thermostat}, {n} atoms) in {wall:.2f} s: "
+            f"{args.steps / max(wall, 1e-9):.1f} steps/s", summary]
 
 
 def _trajectory_writer(path: Path, atoms):
