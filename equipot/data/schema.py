@@ -146,3 +146,29 @@ def stress_3x3(stress: np.ndarray, frame: int) -> np.ndarray:
         xx, yy, zz, yz, xz, xy = stress
         return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
     raise ValueError(f"frame {frame}: field 'stress' has shape {stress.shape}, expected (3, 3) or Voigt (6,)")
+
+
+def check_coincident(positions: np.ndarray, offsets: np.ndarray, cell: np.ndarray | None, pbc: np.ndarray | None,
+                     f0: int) -> None:
+    """ValueError naming the frame and the atoms when two atoms of a frame sit at the same place (to
+    1e-4 Å; periodic images included): their forces would be NaN. positions [total, 3] Å, offsets [m + 1]
+    the frames' first atoms, cell [m, 3, 3] and pbc [m, 3] or None."""
+    frame = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    x = positions
+    if cell is not None and pbc is not None and np.asarray(pbc).any():
+        cells, periodic = np.asarray(cell)[frame], np.asarray(pbc, dtype=bool)[frame]
+        try:
+            frac = np.einsum("ni,nij->nj", x, np.linalg.inv(cells))
+        except np.linalg.LinAlgError:
+            return  # a singular cell is reported elsewhere
+        frac = np.where(periodic, frac % 1.0, frac)
+        x = np.einsum("ni,nij->nj", frac, cells)
+    keys = np.concatenate([frame[:, None], np.round(x * 1e4).astype(np.int64)], axis=1)
+    _, first, counts = np.unique(keys, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = keys[first[np.argmax(counts > 1)]]
+        atoms = np.flatnonzero((keys == dup).all(axis=1))[:2]
+        k = int(frame[atoms[0]])
+        a, b = (int(i - offsets[k]) for i in atoms)
+        raise ValueError(f"frame {f0 + k}: atoms {a} and {b} are at the same position (closer than 1e-4 Å, "
+                         f"periodic images included)")

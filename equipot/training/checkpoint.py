@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..safe_write import atomic_write
+from .config import RESUME_KEYS, DataSection
 
 CHECKPOINT_FORMAT = "equipot.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -89,6 +90,34 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if state.get("version", 0) > CHECKPOINT_VERSION:
         raise ValueError(f"{path} was written by a newer equipot (checkpoint format {state['version']})")
     return state
+
+
+def data_fingerprints(data: DataSection) -> dict[str, str]:
+    """:func:`file_fingerprint` of each data file of a run (train, valid, test), by path."""
+    paths = {getattr(data, key) for key in ("train_file", "valid_file", "test_file") if getattr(data, key)}
+    return {p: file_fingerprint(p) for p in sorted(paths)}
+
+
+def check_same_run(state: dict[str, Any], config: dict[str, Any], fingerprints: dict[str, str],
+                   checkpoint_path: Path, config_path: Path) -> None:
+    """ValueError unless checkpoint ``state`` was written by the run whose config (``config``, as
+    :func:`~equipot.training.config.config_to_dict` gives it, read from ``config_path``) is being resumed,
+    on the same data files (``fingerprints`` now): a checkpoint copied from another run, or a data file
+    replaced since the stop. What a resume may change (RESUME_KEYS, the run folder) is not compared."""
+    saved = state.get("config") or {}
+    for section, values in config.items():
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            if name in RESUME_KEYS or name == "train.run_dir":
+                continue
+            if key in saved.get(section, {}) and saved[section][key] != value:
+                raise ValueError(f"{checkpoint_path} belongs to another run: its {name} is {saved[section][key]!r}, "
+                                 f"{config_path} says {value!r}; resume the run it came from, or start a new one")
+    for path, fingerprint in (state.get("data_files") or {}).items():
+        if fingerprints.get(path, fingerprint) != fingerprint:
+            raise ValueError(f"{path} has changed since {checkpoint_path} was written (another size or content); "
+                             f"a resumed run must see the data it was trained on: restore the file, or start a "
+                             f"new run")
 
 
 def file_fingerprint(path: str | os.PathLike) -> str:

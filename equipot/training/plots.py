@@ -168,7 +168,7 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     Nothing is created (not even the output folder) when the run has nothing to plot. ``dpi``: 10
     to 1000 (a figure of 12 x 5 inches at 100 000 dpi would need ~2 TB).
     """
-    from .config import safe_yaml
+    from .config import read_yaml
 
     if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= 1000:
         raise ValueError(f"--dpi must be an integer from 10 to 1000, got {dpi}")
@@ -183,7 +183,7 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         raise NotADirectoryError(f"plot folder {out} is a file")
     data = {}
     if (run_dir / "config.yaml").is_file():
-        data = (safe_yaml((run_dir / "config.yaml").read_text(), str(run_dir / "config.yaml")) or {}).get("data", {})
+        data = read_yaml(run_dir / "config.yaml").get("data", {})
     units = {}
     if (run_dir / "summary.json").is_file():  # a property model's unit (the summary records the target)
         try:

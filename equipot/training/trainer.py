@@ -39,8 +39,8 @@ from ..potentials.model_file import load_model, save_model
 from ..precision import DTYPES
 from ..safe_write import atomic_write, output_lock
 from ..threads import set_threads
-from .checkpoint import file_fingerprint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import RESUME_KEYS, Config, config_to_dict, save_config
+from .checkpoint import check_same_run, data_fingerprints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import Config, config_to_dict, save_config
 from .data import Splits, build_splits, check_targets, target_values
 from .distributed import all_reduce_sum, barrier, init_distributed, rank_agreement, resolve_device, shutdown
 from .ema import EMA
@@ -144,9 +144,10 @@ class Trainer:
             tc.scheduler = "cosine" if (tc.max_steps or tc.max_time) else "plateau"
         seed_everything(tc.seed)
         self.splits: Splits = build_splits(config.data)
-        self._data_files_cache = self._data_files()  # the files exist: build_splits opened them
+        self.data_fingerprints = data_fingerprints(config.data)  # the files exist: build_splits opened them
         if self._state is not None:
-            self._check_checkpoint_is_this_runs(checkpoint_path)
+            check_same_run(self._state, config_to_dict(config), self.data_fingerprints, checkpoint_path,
+                           self.run_dir / "config.yaml")
         self._check_data()
         # The correction is trained only when an energy-like loss reaches it: DDP rejects
         # parameters that get no gradient.
@@ -259,34 +260,9 @@ class Trainer:
         return cols
 
     # ------------------------------------------------------------------ state
-    def _data_files(self) -> dict[str, str]:
-        """Fingerprints (size and SHA-256) of the run's data files, by path."""
-        data = self.config.data
-        paths = {getattr(data, key) for key in ("train_file", "valid_file", "test_file") if getattr(data, key)}
-        return {p: file_fingerprint(p) for p in sorted(paths)}
-
-    def _check_checkpoint_is_this_runs(self, checkpoint_path: Path) -> None:
-        """ValueError unless the checkpoint was written by the run whose config.yaml this is, on the same
-        data files (a checkpoint copied from another run, or a data file replaced since the stop)."""
-        saved, now = self._state.get("config") or {}, config_to_dict(self.config)
-        for section, values in now.items():
-            for key, value in values.items():
-                name = f"{section}.{key}"
-                if name in RESUME_KEYS or name == "train.run_dir":
-                    continue
-                if key in saved.get(section, {}) and saved[section][key] != value:
-                    raise ValueError(f"{checkpoint_path} belongs to another run: its {name} is "
-                                     f"{saved[section][key]!r}, {self.run_dir / 'config.yaml'} says {value!r}; "
-                                     f"resume the run it came from, or start a new one")
-        for path, fingerprint in (self._state.get("data_files") or {}).items():
-            if self._data_files_cache.get(path, fingerprint) != fingerprint:
-                raise ValueError(f"{path} has changed since {checkpoint_path} was written (another size or "
-                                 f"content); a resumed run must see the data it was trained on: restore the "
-                                 f"file, or start a new run")
-
     def state_dict(self) -> dict:
         return {
-            "data_files": self._data_files_cache,
+            "data_files": self.data_fingerprints,
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
