@@ -437,6 +437,10 @@ class Trainer:
             return summary
         finally:
             self._unlock()
+            # The DDP wrapper holds the process group (its reducer's buckets and hooks): released before the
+            # group is destroyed, not by the garbage collector at interpreter exit, where a gloo thread
+            # still alive ends the process with std::terminate.
+            self.ddp_model = self.model
             shutdown(self.dist)
 
     def _loop(self) -> None:
